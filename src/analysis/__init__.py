@@ -1,0 +1,2 @@
+"""Analyses: pure functions (arrays in, arrays/figures out) and the callbacks that log them.
+Only callbacks.py knows Lightning and loggers."""

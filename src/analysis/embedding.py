@@ -1,0 +1,70 @@
+"""How well embeddings separate classes, and 2-D views of them. Arrays in, arrays out."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import norm
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+
+
+def project_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """(N, D) -> (N, 2): `pca`, `tsne` or `umap`. D <= 2 is returned as it is (padded to 2)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[1] <= 2:
+        return np.pad(x, ((0, 0), (0, 2 - x.shape[1])))
+    if method == "pca":
+        return PCA(n_components=2, random_state=seed).fit_transform(x)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        if x.shape[1] > 50:  # the usual PCA to 50 dims first: faster and less noisy
+            x = PCA(n_components=50, random_state=seed).fit_transform(x)
+        return TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed).fit_transform(x)
+    if method == "umap":
+        import umap
+
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
+    raise ValueError(f"projection must be pca, tsne or umap, got {method!r}")
+
+
+def knn_accuracy(z: np.ndarray, labels: np.ndarray, k: int = 5, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of a k-nearest-neighbour classifier on the embeddings."""
+    labels = np.asarray(labels)
+    folds = min(folds, int(np.bincount(labels).min()) if labels.size else 0)
+    if folds < 2:
+        raise ValueError("knn_accuracy needs at least 2 samples of every class")
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    clf = KNeighborsClassifier(n_neighbors=k)
+    return float(cross_val_score(clf, np.asarray(z), labels, cv=cv, scoring="accuracy").mean())
+
+
+def silhouette(z: np.ndarray, labels: np.ndarray, max_samples: int = 5000, seed: int = 0) -> float:
+    """Mean silhouette coefficient of the classes in embedding space (Euclidean), in [-1, 1]."""
+    z, labels = np.asarray(z), np.asarray(labels)
+    size = min(max_samples, len(z)) if len(z) > max_samples else None
+    return float(silhouette_score(z, labels, sample_size=size, random_state=seed))
+
+
+def latent_grid(size: int, quantile: float = 0.05) -> np.ndarray:
+    """(size*size, 2) points on a grid over a 2-D standard normal, evenly spaced in probability
+    (Kingma & Welling's manifold figure): rows run from high z2 to low, columns low z1 to high."""
+    if not 0 < quantile < 0.5:
+        raise ValueError(f"quantile must lie in (0, 0.5), got {quantile}")
+    ticks = norm.ppf(np.linspace(quantile, 1 - quantile, size))
+    z1, z2 = np.meshgrid(ticks, ticks[::-1])
+    return np.stack([z1.ravel(), z2.ravel()], axis=1)
+
+
+def sample_prior(kind: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Seeded samples of a standard prior: `gaussian` N(0, 1) or `laplace` Laplace(0, 1) (variance 2,
+    heavier tails: decodes what the VAE makes of latents off its Gaussian prior)."""
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator)
+    if kind == "laplace":  # inverse CDF of Laplace(0, 1) at u ~ U(-1/2, 1/2)
+        u = torch.rand(shape, generator=generator) - 0.5
+        return -torch.sign(u) * torch.log1p(-2 * u.abs())
+    raise ValueError(f"prior must be gaussian or laplace, got {kind!r}")

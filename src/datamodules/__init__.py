@@ -1,0 +1,17 @@
+"""LightningDataModules. Each small data set lives in memory as uint8 and is transformed per batch
+on the device (see base.py)."""
+
+from .base import BatchTransform, InMemoryDataModule, Split, TensorBatches
+from .cifar10 import CIFAR10DataModule
+from .fashion_mnist import FashionMNISTDataModule
+from .stl10 import STL10DataModule
+
+__all__ = [
+    "BatchTransform",
+    "InMemoryDataModule",
+    "Split",
+    "TensorBatches",
+    "CIFAR10DataModule",
+    "FashionMNISTDataModule",
+    "STL10DataModule",
+]

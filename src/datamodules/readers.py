@@ -1,0 +1,30 @@
+"""Readers for on-disk formats that torchvision's dataset classes do not read as they lie."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# idx type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read an idx file (MNIST's format), plain or gzipped, e.g. Debian's FashionMNIST files."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an idx file (bad magic number)")
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype=">i4", count=ndim, offset=4).tolist()
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    payload = data[4 + 4 * ndim :]
+    if len(payload) != expected:
+        raise ValueError(f"{path} is truncated or corrupt: {len(payload)} bytes of data, header says {expected}")
+    return torch.from_numpy(np.frombuffer(payload, dtype=dtype).reshape(dims).copy())

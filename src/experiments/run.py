@@ -1,0 +1,148 @@
+"""The one run loop every task shares: build, fit if the task trains, test, write the evidence.
+
+    run_safely(cfg) -> run(cfg) -> the value of `optimized_metric` (for a sweeper)
+
+`run_safely` turns a mistake in the config or the data into one line on stderr and a non-zero
+exit, marks the run folder FAILED (no metrics.json is ever written for a failed run), and always
+closes the W&B run so that every job of a sweep gets its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.loggers import build_loggers, finish_wandb, log_config
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    """A problem the user fixes in the config or the data, reported as one line."""
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    while isinstance(e, InstantiationException) and e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def build(conf: DictConfig, key: str, **kwargs):
+    """instantiate(conf); any failure while building is reported as the user's config problem."""
+    if conf is None or "_target_" not in conf:
+        raise ConfigError(f"`{key}` is not set: choose one on the command line, e.g. {key}=<name>")
+    try:
+        return instantiate(conf, _convert_="all", **kwargs)
+    except Exception as e:  # noqa: BLE001
+        cause = _root_cause(e)
+        raise ConfigError(f"{key} ({conf._target_}): {cause}") from e
+
+
+def _number(value) -> float | None:
+    try:
+        x = float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def collect_metrics(trainer) -> dict[str, float]:
+    return {k: v for k, v in ((k, _number(v)) for k, v in trainer.callback_metrics.items()) if v is not None}
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def run(cfg: DictConfig) -> float | None:
+    import lightning.pytorch as pl
+
+    start = time.time()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("model") is None:
+        raise ConfigError(f"task={cfg.task_name} is not built yet: its model and analyses come in a later release")
+    datamodule = build(cfg.get("data"), "data")
+    try:  # read the data now: a missing file fails in seconds, before any logger or model is made
+        datamodule.prepare_data()
+        datamodule.setup()
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
+        raise ConfigError(str(e)) from e
+    model = build(cfg.model, "model")
+    callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c]
+    try:
+        loggers = build_loggers(cfg)
+    except InstantiationException as e:
+        raise ConfigError(f"logger: {_root_cause(e)}") from e
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    log_config(loggers, cfg)
+
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(collect_metrics(trainer))
+    if cfg.test:
+        ckpt = cfg.get("test_ckpt") if cfg.train else None
+        if ckpt is not None and getattr(trainer, "checkpoint_callback", None) is None:
+            ckpt = None  # no checkpoints written (callbacks=none, fast_dev_run): test what is in memory
+        if ckpt == "best" and not trainer.checkpoint_callback.best_model_path:
+            ckpt = None
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+        metrics.update(collect_metrics(trainer))
+
+    best = getattr(trainer, "checkpoint_callback", None)
+    result = {
+        "task": cfg.task_name,
+        "status": "ok",
+        "metrics": metrics,
+        "optimized_metric": cfg.optimized_metric,
+        "best_checkpoint": getattr(best, "best_model_path", None) or None,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_time_s": round(time.time() - start, 2),
+        "tags": list(cfg.tags),
+    }
+    write_json_atomic(out / "metrics.json", result)
+    value = metrics.get(cfg.optimized_metric)
+    log.info("%s = %s; evidence in %s", cfg.optimized_metric, value, out)
+    return value
+
+
+def run_safely(cfg: DictConfig) -> float | None:
+    out = Path(cfg.paths.output_dir)
+    try:
+        return run(cfg)
+    except ConfigError as e:
+        _mark_failed(out, e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except BaseException as e:
+        _mark_failed(out, e)
+        raise
+    finally:
+        finish_wandb()
+
+
+def _mark_failed(out: Path, e: BaseException) -> None:
+    """A failed run never looks like a success: FAILED holds the reason, metrics.json is absent."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "FAILED").write_text(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+        (out / "metrics.json").unlink(missing_ok=True)
+    except OSError:
+        pass

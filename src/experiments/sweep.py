@@ -1,0 +1,73 @@
+"""After a multirun: one table of every job's overrides, status and final metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job folder (sorted by job number): overrides, status and metrics."""
+    rows = []
+    job_dirs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    for job_dir in sorted(job_dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)):
+        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+        row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides)}
+        metrics_file = job_dir / "metrics.json"
+        if metrics_file.is_file():
+            result = json.loads(metrics_file.read_text())
+            row["status"] = result.get("status", "ok")
+            row["wall_time_s"] = result.get("wall_time_s")
+            row.update(result.get("metrics", {}))
+        else:
+            failed = job_dir / "FAILED"
+            row["status"] = "failed: " + failed.read_text().splitlines()[0] if failed.is_file() else "incomplete"
+        rows.append(row)
+    return rows
+
+
+def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """summary.csv (all metrics) and summary.md (test metrics) in the sweep folder."""
+    rows = collect_jobs(sweep_dir)
+    if not rows:
+        return rows
+    fixed = ["job", "status", "overrides", "wall_time_s"]
+    metric_cols = sorted({k for r in rows for k in r} - set(fixed))
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fixed + metric_cols)
+        writer.writeheader()
+        writer.writerows(rows)
+    shown = fixed + [c for c in metric_cols if c.startswith("test/")]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for r in rows:
+        cells = [_fmt(r.get(c)) for c in shown]
+        lines.append("| " + " | ".join(cells) + " |")
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+class SweepSummary(Callback):
+    """Hydra callback: writes the summary when a multirun ends (any launcher)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_summary(sweep_dir)
+        if rows:
+            log.info("Sweep summary of %d jobs: %s", len(rows), sweep_dir / "summary.md")

@@ -1,0 +1,91 @@
+"""LightningModule for the VAE: the objective, KL annealing and what is logged."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning.pytorch as pl
+import torch
+
+from .vae import ConvVAE, kl_divergence, reconstruction_loss
+
+
+def kl_weight(step: int, steps_per_epoch: int, anneal_epochs: float, beta: float) -> float:
+    """Linear KL annealing: beta * min(1, step / (anneal_epochs * steps_per_epoch)); beta at once
+    when anneal_epochs is 0."""
+    if anneal_epochs <= 0:
+        return float(beta)
+    return float(beta) * min(1.0, step / (anneal_epochs * max(1, steps_per_epoch)))
+
+
+class VAEModule(pl.LightningModule):
+    """Trains a `ConvVAE` on the (annealed) beta-VAE objective.
+
+    Logged per epoch for train and val (and test at the end), all per image:
+    `recon` (reconstruction error), `kl`, `loss` (the objective optimised: recon + w*kl with the
+    annealed weight w) and `neg_elbo` (recon + kl: the unannealed negative ELBO, comparable across
+    epochs; the seed logged only the annealed total, whose rise looked like overfitting).
+    Validation and test reconstruct from the posterior mean.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 2,
+        beta: float = 1.0,
+        reconstruction: str = "mse",
+        kl_anneal_epochs: float = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+        channels: tuple[int, int] = (64, 128),
+        hidden_dim: int = 16,
+        optimizer: Callable | None = None,
+    ):
+        super().__init__()
+        if reconstruction not in ("mse", "bce"):
+            raise ValueError(f"model.reconstruction must be 'mse' or 'bce', got {reconstruction!r}")
+        if beta < 0:
+            raise ValueError(f"model.beta must be >= 0, got {beta}")
+        if kl_anneal_epochs < 0:
+            raise ValueError(f"model.kl_anneal_epochs must be >= 0, got {kl_anneal_epochs}")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.vae = ConvVAE(latent_dim, in_channels, image_size, tuple(channels), hidden_dim)
+        self.optimizer_factory = optimizer
+
+    def forward(self, x: torch.Tensor, sample: bool = False):
+        return self.vae(x, sample=sample)
+
+    def current_kl_weight(self) -> float:
+        steps = self.trainer.num_training_batches if self._trainer is not None else 1
+        steps = steps if isinstance(steps, int) and steps > 0 else 1
+        return kl_weight(self.global_step, steps, self.hparams.kl_anneal_epochs, self.hparams.beta)
+
+    def _step(self, batch, stage: str, sample: bool):
+        x, _ = batch
+        x_hat, mu, logvar = self.vae(x, sample=sample)
+        recon = reconstruction_loss(x_hat.float(), x.float(), self.hparams.reconstruction).mean()
+        kl = kl_divergence(mu.float(), logvar.float()).mean()
+        w = self.current_kl_weight() if stage == "train" else float(self.hparams.beta)
+        loss = recon + w * kl
+        on_step = stage == "train"
+        log = dict(on_step=on_step, on_epoch=True, batch_size=x.shape[0])
+        self.log(f"{stage}/recon", recon, prog_bar=stage != "train", **log)
+        self.log(f"{stage}/kl", kl, **log)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", **log)
+        self.log(f"{stage}/neg_elbo", recon + kl, **log)
+        if stage == "train":
+            self.log("train/kl_weight", w, on_step=True, on_epoch=False)
+        return {"loss": loss, "mu": mu.detach(), "x_hat": x_hat.detach()}
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train", sample=True)
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val", sample=False)
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test", sample=False)
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+        return self.optimizer_factory(params=self.parameters())
