@@ -6,19 +6,7 @@ import torch
 import torchvision
 
 from .base import InMemoryDataModule, Split
-
-
-class _CIFAR10(torchvision.datasets.CIFAR10):
-    """torchvision's reader; `verify_checksums=False` trusts files that exist (tiny test files)."""
-
-    verify_checksums = True
-
-    def _check_integrity(self) -> bool:
-        if self.verify_checksums:
-            return super()._check_integrity()
-        import os
-
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f, _ in self.train_list + self.test_list)
+from .readers import torchvision_reader
 
 
 class CIFAR10DataModule(InMemoryDataModule):
@@ -31,7 +19,7 @@ class CIFAR10DataModule(InMemoryDataModule):
         self.verify_checksums = verify_checksums
 
     def load(self, train: bool) -> Split:
-        reader = type("CIFAR10Reader", (_CIFAR10,), {"verify_checksums": self.verify_checksums})
+        reader = torchvision_reader(torchvision.datasets.CIFAR10, self.verify_checksums)
         try:
             ds = reader(self.root, train=train, download=self.download)
         except Exception as e:  # noqa: BLE001

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torchvision
 
 from .base import InMemoryDataModule, Split
-
-
-class _STL10(torchvision.datasets.STL10):
-    """torchvision's reader; `verify_checksums=False` trusts files that exist (tiny test files)."""
-
-    verify_checksums = True
-
-    def _check_integrity(self) -> bool:
-        if self.verify_checksums:
-            return super()._check_integrity()
-        needed = [f for f, _ in self.train_list[:2] + self.test_list]  # train_X, train_y, test_X, test_y
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f in needed)
+from .readers import torchvision_reader
 
 
 class STL10DataModule(InMemoryDataModule):
@@ -32,7 +19,7 @@ class STL10DataModule(InMemoryDataModule):
         self.verify_checksums = verify_checksums
 
     def load(self, train: bool) -> Split:
-        reader = type("STL10Reader", (_STL10,), {"verify_checksums": self.verify_checksums})
+        reader = torchvision_reader(torchvision.datasets.STL10, self.verify_checksums)
         try:
             ds = reader(self.root, split="train" if train else "test", download=self.download)
         except Exception as e:  # noqa: BLE001

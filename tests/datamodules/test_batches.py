@@ -1,0 +1,66 @@
+import torch
+import torch.nn.functional as F
+
+from datamodules import BatchTransform, FashionMNISTDataModule, Split, TensorBatches
+from datamodules.base import random_crop
+
+
+def make_split(n=23):
+    return Split(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous(), torch.arange(n) % 10)
+
+
+def test_batches_cover_every_image_once_per_epoch_in_a_new_order():
+    batches = TensorBatches(make_split(), batch_size=5, shuffle=True, seed=0)
+    assert len(batches) == 5
+    epochs = [torch.cat([x[:, 0, 0, 0] for x, _ in batches]) for _ in range(2)]
+    for seen in epochs:
+        assert sorted(seen.tolist()) == list(range(23))
+    assert not torch.equal(epochs[0], epochs[1])
+
+
+def test_images_stay_with_their_labels():
+    for x, y in TensorBatches(make_split(), batch_size=4, shuffle=True):
+        assert torch.equal(x[:, 0, 0, 0].long() % 10, y)
+
+
+def test_drop_last_and_eval_order():
+    assert len(TensorBatches(make_split(), 5, shuffle=True, drop_last=True)) == 4
+    xs = torch.cat([x[:, 0, 0, 0] for x, _ in TensorBatches(make_split(), 5, shuffle=False)])
+    assert xs.tolist() == list(range(23))
+
+
+def test_transform_scales_resizes_repeats_and_normalises():
+    x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    t = BatchTransform(image_size=32, channels=3, mean=[0.5, 0.4, 0.3], std=[0.2, 0.2, 0.25])
+    out = t(x)
+    expected = F.interpolate(x.float() / 255, size=(32, 32), mode="bilinear", antialias=True).repeat(1, 3, 1, 1)
+    expected = (expected - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.2, 0.25]).view(1, 3, 1, 1)
+    torch.testing.assert_close(out, expected)
+
+
+def test_augmentation_only_in_training():
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    t = BatchTransform(hflip=True)
+    torch.testing.assert_close(t(x, train=False), x.float() / 255)
+    out = t(x, train=True)
+    same = (out == x.float() / 255).flatten(1).all(1)
+    flipped = (out == x.float().flip(-1) / 255).flatten(1).all(1)
+    assert bool((same | flipped).all()) and 10 < int(flipped.sum()) < 54
+
+
+def test_random_crop_is_a_window_of_the_padded_image():
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 8, 8)
+    out = random_crop(x, 2)
+    padded = F.pad(x, (2, 2, 2, 2))
+    for i in range(16):
+        windows = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_datamodule_applies_its_transform_after_transfer():
+    dm = FashionMNISTDataModule(synthetic=True, synthetic_size=20, batch_size=8, channels=3, image_size=32)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.dtype == torch.uint8
+    xt, yt = dm.on_after_batch_transfer((x, y))
+    assert xt.shape == (8, 3, 32, 32) and xt.dtype == torch.float32 and torch.equal(yt, y)
