@@ -1,0 +1,73 @@
+import json
+import socket
+
+import pytest
+import yaml
+
+from experiments import loggers
+from experiments.sweep import write_summary
+
+
+@pytest.fixture
+def no_login(monkeypatch, tmp_path):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # an empty ~/.netrc
+
+
+def test_offline_without_login(no_login):
+    assert loggers.wandb_mode(None) == "offline"
+
+
+def test_wandb_mode_env_and_config_win(no_login, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert loggers.wandb_mode(None) == "disabled"
+    assert loggers.wandb_mode(True) == "offline"
+    assert loggers.wandb_mode(False) == "online"
+
+
+def test_logged_in_but_unreachable_goes_offline_quickly(no_login, monkeypatch):
+    # a key is set, but the W&B host is a closed local port: offline, not a 100 s hang
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    assert loggers.wandb_mode(None) == "offline"
+
+
+def test_logged_in_and_reachable_goes_online(no_login, monkeypatch, tmp_path):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        host = f"http://127.0.0.1:{server.getsockname()[1]}"
+        (tmp_path / ".netrc").write_text(f"machine 127.0.0.1\n  login user\n  password {'k' * 40}\n")
+        (tmp_path / ".netrc").chmod(0o600)
+        monkeypatch.setenv("WANDB_BASE_URL", host)
+        assert loggers.wandb_logged_in()
+        assert loggers.wandb_mode(None) == "online"
+
+
+def make_job(sweep, num, overrides, metrics=None, failed=None):
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps({"status": "ok", "metrics": metrics, "wall_time_s": 1.5}))
+    if failed:
+        (job / "FAILED").write_text(failed + "\ntraceback...")
+
+
+def test_sweep_summary_lists_every_job(tmp_path):
+    make_job(tmp_path, 0, ["model.latent_dim=2"], {"test/neg_elbo": 30.5, "val/kl": 4.0})
+    make_job(tmp_path, 1, ["model.latent_dim=8"], {"test/neg_elbo": 25.25, "val/kl": 9.0})
+    make_job(tmp_path, 2, ["model.latent_dim=0"], failed="ConfigError: model.latent_dim must be a positive integer")
+    make_job(tmp_path, 10, ["model.latent_dim=16"], {"test/neg_elbo": 20.0})
+    rows = write_summary(tmp_path)
+    assert [r["job"] for r in rows] == ["0", "1", "2", "10"]
+    csv_text = (tmp_path / "summary.csv").read_text().splitlines()
+    assert csv_text[0].split(",")[:4] == ["job", "status", "overrides", "wall_time_s"]
+    assert "model.latent_dim=8" in csv_text[2] and "25.25" in csv_text[2]
+    md = (tmp_path / "summary.md").read_text()
+    assert "test/neg_elbo" in md and "val/kl" not in md
+    assert "failed: ConfigError: model.latent_dim" in md
