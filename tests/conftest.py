@@ -1,9 +1,7 @@
-"""Shared fixtures: the real config tree composed with Hydra, and a helper to run the CLI."""
+"""Shared fixtures: the real config tree composed with Hydra. Helpers live in tests/helpers."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,25 +25,3 @@ def compose_cfg():
 
     yield _compose
     GlobalHydra.instance().clear()
-
-
-def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """An environment for `python -m experiments` that never reaches a network or a real account."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "EXPERIMENTS_"))}
-    env.update(
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"),
-        WANDB_DATA_DIR=str(tmp_path / "wandb-data"),
-        WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
-        HF_HUB_OFFLINE="1",
-        PYTHONWARNINGS="ignore",
-    )
-    env.update(extra)
-    return env
-
-
-def run_cli(tmp_path: Path, *overrides: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m experiments` from tmp_path (not the checkout) with logs under tmp_path/logs."""
-    cmd = [sys.executable, "-m", "experiments", f"paths.log_dir={tmp_path / 'logs'}", "trainer.enable_progress_bar=false", *overrides]
-    return subprocess.run(cmd, cwd=tmp_path, env=env or cli_env(tmp_path), capture_output=True, text=True, timeout=timeout)

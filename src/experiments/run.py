@@ -69,6 +69,8 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def run(cfg: DictConfig) -> float | None:
     import lightning.pytorch as pl
 
+    for name in ("lightning.pytorch", "lightning.fabric"):  # Hydra's handlers already print them once
+        logging.getLogger(name).handlers.clear()
     start = time.time()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,10 @@ def run(cfg: DictConfig) -> float | None:
         loggers = build_loggers(cfg)
     except InstantiationException as e:
         raise ConfigError(f"logger: {_root_cause(e)}") from e
+    if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     log_config(loggers, cfg)
 

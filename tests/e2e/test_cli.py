@@ -1,0 +1,116 @@
+"""`python -m experiments` end to end, in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from cli import run_cli
+from wandb_reader import read_run
+
+SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200", "logger=wandb")
+FIGURES = {"curves_loss.png", "vae_reconstructions.png", "vae_samples.png", "vae_latent_space.png", "vae_latent_grid.png"}
+
+
+def only_run_dir(root: Path) -> Path:
+    runs = [p for p in root.glob("logs/vae/runs/*") if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_vae_smoke_run_leaves_all_its_evidence(tmp_path):
+    proc = run_cli(tmp_path, *SMOKE, "model.latent_dim=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path)
+
+    result = json.loads((run / "metrics.json").read_text())
+    m = result["metrics"]
+    assert result["status"] == "ok" and not (run / "FAILED").exists()
+    for key in ("train/recon", "train/kl", "train/loss", "train/neg_elbo", "val/recon", "val/kl", "val/neg_elbo", "test/recon", "test/kl", "test/neg_elbo", "test/latent_silhouette", "test/latent_knn_acc"):
+        assert key in m, key
+    assert m["test/neg_elbo"] == pytest.approx(m["test/recon"] + m["test/kl"], rel=1e-5)
+    assert -1 <= m["test/latent_silhouette"] <= 1 and 0 <= m["test/latent_knn_acc"] <= 1
+
+    assert {p.name for p in (run / "figures").glob("*.png")} == FIGURES
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    resolved = (run / "config.yaml").read_text()
+    assert "latent_dim: 2" in resolved and "${" not in resolved
+
+    # the offline W&B run: its images as files, its metrics and config read back from the .wandb log
+    (wandb_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    media = {p.name.rsplit("_", 2)[0] for p in wandb_file.parent.glob("files/media/images/**/*.png")}
+    assert {"loss", "reconstructions", "samples", "latent_space", "latent_grid"} <= media
+    logged = read_run(wandb_file)
+    assert logged["config"]["model"]["latent_dim"] == 2
+    history = {k: v for row in logged["history"] for k, v in row.items()}
+    assert history["test/neg_elbo"] == pytest.approx(m["test/neg_elbo"], rel=1e-6)
+    assert history["test/latent_knn_acc"] == pytest.approx(m["test/latent_knn_acc"], rel=1e-6)
+    assert history["vae/latent_grid/_type"] == "images/separated"
+
+
+def test_multirun_gives_one_wandb_group_and_a_summary(tmp_path):
+    proc = run_cli(tmp_path, "-m", *SMOKE, "model.latent_dim=2,8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("logs/vae/multiruns/*")
+    groups, dims = set(), set()
+    for job in ("0", "1"):
+        (wandb_file,) = (sweep / job).glob("wandb/offline-run-*/run-*.wandb")
+        logged = read_run(wandb_file)
+        groups.add(logged["group"])
+        dims.add(logged["config"]["model"]["latent_dim"])
+        assert (sweep / job / "metrics.json").is_file()
+    assert groups == {f"vae-{sweep.name}"} and dims == {2, 8}
+    summary = (sweep / "summary.md").read_text()
+    assert "model.latent_dim=2" in summary and "model.latent_dim=8" in summary and "test/neg_elbo" in summary
+    assert len((sweep / "summary.csv").read_text().splitlines()) == 3
+
+
+def test_csv_and_no_logger(tmp_path):
+    proc = run_cli(tmp_path, "task=vae", "debug=smoke", "logger=csv", "model.latent_dim=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path)
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "val/neg_elbo" in header and not (run / "wandb").exists()
+    assert (run / "figures" / "vae_latent_space.png").is_file()  # 4-D latents: projected
+    assert not (run / "figures" / "vae_latent_grid.png").exists()  # only drawn for 2-D latents
+
+
+def test_runs_started_together_get_their_own_folders(tmp_path):
+    import subprocess
+    import sys
+
+    from cli import cli_env
+
+    cmd = [sys.executable, "-m", "experiments", f"paths.log_dir={tmp_path / 'logs'}", "task=vae", "debug=fast_dev_run", "data.synthetic=true", "logger=none"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    runs = list(tmp_path.glob("logs/vae/runs/*"))
+    assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs)
+
+
+BAD = {
+    "unknown task": (["task=segmentation"], "task"),
+    "unknown key": (["model.latent_dimension=4"], "latent_dimension"),
+    "latent_dim 0": (["model.latent_dim=0"], "model.latent_dim"),
+    "negative batch size": (["data.batch_size=-8"], "data.batch_size"),
+    "missing data": (["data.root=/nonexistent", "data.fallback_roots=[]", "data.download=false"], "data.root"),
+    "task not built yet": (["task=vit"], "task=vit"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_fails_fast_with_one_clear_line(tmp_path, case):
+    overrides, must_name = BAD[case]
+    start = time.time()
+    proc = run_cli(tmp_path, *overrides, "logger=none")
+    assert time.time() - start < 60
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert lines and must_name in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("logs/**/metrics.json"))  # nothing that looks like a success
+    for run in tmp_path.glob("logs/*/runs/*"):
+        assert (run / "FAILED").is_file()
