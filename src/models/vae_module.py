@@ -23,7 +23,7 @@ class VAEModule(pl.LightningModule):
 
     Logged per epoch for train and val (and test at the end), all per image:
     `recon` (reconstruction error), `kl`, `loss` (the objective optimised: recon + w*kl with the
-    annealed weight w) and `neg_elbo` (recon + kl: the unannealed negative ELBO, comparable across
+    annealed weight w; at test w = beta) and `neg_elbo` (recon + kl: the unannealed negative ELBO, comparable across
     epochs; the seed logged only the annealed total, whose rise looked like overfitting).
     Validation and test reconstruct from the posterior mean.
     """
@@ -64,7 +64,8 @@ class VAEModule(pl.LightningModule):
         x_hat, mu, logvar = self.vae(x, sample=sample)
         recon = reconstruction_loss(x_hat.float(), x.float(), self.hparams.reconstruction).mean()
         kl = kl_divergence(mu.float(), logvar.float()).mean()
-        w = self.current_kl_weight() if stage == "train" else float(self.hparams.beta)
+        # train and val: the objective as it stands this epoch (annealed); test: the final beta
+        w = float(self.hparams.beta) if stage == "test" else self.current_kl_weight()
         loss = recon + w * kl
         on_step = stage == "train"
         log = dict(on_step=on_step, on_epoch=True, batch_size=x.shape[0])
