@@ -68,3 +68,11 @@ def sample_prior(kind: str, shape: tuple[int, ...], generator: torch.Generator) 
         u = torch.rand(shape, generator=generator) - 0.5
         return -torch.sign(u) * torch.log1p(-2 * u.abs())
     raise ValueError(f"prior must be gaussian or laplace, got {kind!r}")
+
+
+def random_block_subsets(n_blocks: int, k: int, trials: int, seed: int = 0) -> list[list[int]]:
+    """`trials` seeded random sets of k distinct block indices out of n_blocks (sorted)."""
+    if not 0 <= k <= n_blocks:
+        raise ValueError(f"k must lie in 0..{n_blocks}, got {k}")
+    rng = np.random.default_rng(seed + 1000 * k)
+    return [sorted(rng.choice(n_blocks, size=k, replace=False).tolist()) for _ in range(trials)]

@@ -77,3 +77,78 @@ def scatter_by_class(points: np.ndarray, labels: np.ndarray, class_names: Sequen
     ax.legend(markerscale=4, fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def lesion_figure(
+    single: Sequence[float], baseline: float, projection: Sequence[int], names: Sequence[str],
+    k_values: Sequence[int], k_acc: Sequence[Sequence[float]], chance: float,
+) -> plt.Figure:  # fmt: skip
+    """Left: accuracy with each single block dropped, projection blocks marked. Right: accuracy
+    with k random blocks dropped (mean and spread over trials)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4))
+    idx = np.arange(len(single))
+    a.plot(idx, single, marker="o", ms=3, label="one block dropped")
+    proj = list(projection)
+    a.scatter(proj, [single[i] for i in proj], s=60, facecolors="none", edgecolors="red", label="projection shortcut", zorder=3)
+    a.axhline(baseline, color="gray", ls="--", label=f"intact ({baseline:.3f})")
+    a.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.2f})")
+    step = max(1, len(names) // 12)
+    a.set_xticks(idx[::step], [f"{i}\n{names[i]}" for i in idx[::step]], fontsize=7)
+    a.set_xlabel("block dropped (global index, module)")
+    a.set_ylabel("test accuracy")
+    a.legend(fontsize=7)
+    a.grid(alpha=0.3)
+    acc = np.array([np.mean(v) for v in k_acc])
+    lo, hi = np.array([np.min(v) for v in k_acc]), np.array([np.max(v) for v in k_acc])
+    b.plot(k_values, acc, marker="o", ms=3)
+    b.fill_between(k_values, lo, hi, alpha=0.25, label="min-max over trials")
+    b.axhline(chance, color="gray", ls=":")
+    b.set_xlabel("number of random blocks dropped")
+    b.set_ylabel("test accuracy")
+    b.legend(fontsize=7)
+    b.grid(alpha=0.3)
+    fig.suptitle("lesion study (Veit et al. 2016): blocks dropped after training, no retraining")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "") -> plt.Figure:
+    """Row-normalised confusion matrix (rows: true class), counts annotated."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(0.6 * n + 3, 0.6 * n + 2))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def projection_grid(points: Mapping[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str], scores: Mapping[str, str] | None = None, title: str = "") -> plt.Figure:
+    """One 2-D scatter per entry (e.g. per depth), coloured by class, with a score line each."""
+    n = len(points)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for ax, (name, pts) in zip(axes.flat, points.items()):
+        for c, cname in enumerate(class_names):
+            sel = labels == c
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=2, alpha=0.6, color=cmap(c % cmap.N), label=cname)
+        ax.set_title(f"{name}\n{(scores or {}).get(name, '')}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(markerscale=5, fontsize=6, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -20,14 +20,17 @@ from torch import nn
 
 @dataclass
 class Split:
-    """One split of an image data set: uint8 images (N, C, H, W) and int64 labels (N,)."""
+    """One split of an image data set: uint8 images (N, C, H, W) and int64 labels (N,); or, once
+    a model has cached them, float features (N, D) in place of the images."""
 
     images: torch.Tensor
     labels: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        is_images = self.images.dtype == torch.uint8 and self.images.ndim == 4
+        is_features = self.images.is_floating_point() and self.images.ndim == 2
+        if not (is_images or is_features):
+            raise ValueError(f"images must be uint8 (N, C, H, W) or features (N, D), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels {tuple(self.labels.shape)} do not match {self.images.shape[0]} images")
         self.labels = self.labels.long()
@@ -181,6 +184,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.on_device, self.drop_last = on_device, drop_last
         self.transform = BatchTransform(image_size, channels, mean, std, hflip, crop_padding)
         self.splits: dict[str, Split] = {}
+        self.features: dict[str, Split] = {}  # per split, once a model asked for cached features
         self._loaders: dict[str, TensorBatches] = {}
 
     # -- what a subclass provides ------------------------------------------------------------
@@ -226,12 +230,30 @@ class InMemoryDataModule(pl.LightningDataModule):
         return torch.device("cpu")
 
     def _batches(self, name: str, shuffle: bool) -> TensorBatches:
-        split = self.split(name)
-        device = self._device()
-        if split.images.device != device:
-            split = self.splits[name] = split.to(device)  # moved once, kept there
+        if name in self.features:
+            split = self.features[name]
+        else:
+            split = self.split(name)
+            device = self._device()
+            if split.images.device != device:
+                split = self.splits[name] = split.to(device)  # moved once, kept there
         bs = self.batch_size if name == "train" else self.eval_batch_size
         return TensorBatches(split, bs, shuffle=shuffle, drop_last=self.drop_last and shuffle, seed=self.split_seed)
+
+    @torch.no_grad()
+    def cache_features(self, fn, splits=("train", "val")) -> None:
+        """Replace each split's images by fn(transformed eval batch), computed once, batched, on
+        the model's device; batches of those splits then carry features (N, D). No augmentation."""
+        device = self._device()
+        for name in splits:
+            split = self.split(name)
+            feats = [fn(self.transform(split.images[i : i + self.eval_batch_size].to(device))) for i in range(0, len(split), self.eval_batch_size)]
+            self.features[name] = Split(torch.cat(feats), split.labels.to(device))
+        self._loaders.clear()
+
+    def clear_feature_cache(self) -> None:
+        self.features.clear()
+        self._loaders.clear()
 
     def train_dataloader(self):
         if "train" not in self._loaders:
@@ -249,5 +271,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         images, labels = batch
+        if images.ndim == 2:
+            return images, labels  # cached features: nothing to transform
         training = bool(getattr(self, "trainer", None) is not None and self.trainer.training)
         return self.transform(images, train=training), labels

@@ -111,6 +111,10 @@ def run(cfg: DictConfig) -> float | None:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update(collect_metrics(trainer))
 
+    run_info = getattr(model, "run_info", None)  # e.g. the modules a ResNet ablation replaced
+    if run_info:
+        for lg in loggers:
+            lg.log_hyperparams({"model_info": run_info})
     best = getattr(trainer, "checkpoint_callback", None)
     result = {
         "task": cfg.task_name,
@@ -122,6 +126,7 @@ def run(cfg: DictConfig) -> float | None:
         "global_step": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),
         "tags": list(cfg.tags),
+        **({"model_info": run_info} if run_info else {}),
     }
     write_json_atomic(out / "metrics.json", result)
     value = metrics.get(cfg.optimized_metric)

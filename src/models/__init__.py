@@ -1,6 +1,7 @@
 """Models: plain nn.Modules and the LightningModules that train them. No data module imports."""
 
+from .resnet_module import ResNetClassifier
 from .vae import ConvVAE, kl_divergence, reconstruction_loss
 from .vae_module import VAEModule, kl_weight
 
-__all__ = ["ConvVAE", "VAEModule", "kl_divergence", "kl_weight", "reconstruction_loss"]
+__all__ = ["ResNetClassifier", "ConvVAE", "VAEModule", "kl_divergence", "kl_weight", "reconstruction_loss"]

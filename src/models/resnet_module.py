@@ -1,0 +1,191 @@
+"""LightningModule for fine-tuning a torchvision ResNet, with residual-block ablation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from . import resnet as R
+
+log = logging.getLogger(__name__)
+
+FINETUNE_MODES = ("head", "last_stage", "full", "scratch")
+
+
+class ResNetClassifier(pl.LightningModule):
+    """A torchvision ResNet with a new `num_classes` head.
+
+    finetune: `head` (only fc trains), `last_stage` (layer4 + fc), `full` (everything), `scratch`
+    (random init, everything). Frozen parts keep their BatchNorm statistics frozen too unless
+    `freeze_bn=False` (the seed notebook let them drift in train mode).
+
+    ablate_blocks / ablate_mode / ablate_when: see models.resnet; `train` ablates before
+    fine-tuning, `test` trains intact and ablates for the test pass only.
+
+    cache_features: with finetune=head and frozen BN the backbone is a fixed function, so its
+    features are computed once per split (unaugmented) and the head trains on them.
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet152",
+        weights: str | None = "IMAGENET1K_V2",
+        checkpoint: str | None = None,
+        num_classes: int = 10,
+        finetune: str = "head",
+        freeze_bn: bool = True,
+        ablate_blocks: Sequence[int] = (),
+        ablate_mode: str = "drop",
+        ablate_when: str = "train",
+        cache_features: bool = True,
+        channels_last: bool | None = None,
+        optimizer: Callable | None = None,
+    ):
+        super().__init__()
+        if finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
+        if ablate_when not in ("train", "test"):
+            raise ValueError(f"ablate.when must be 'train' or 'test', got {ablate_when!r}")
+        if ablate_mode not in R.ABLATION_MODES:
+            raise ValueError(f"ablate.mode must be one of {', '.join(R.ABLATION_MODES)}, got {ablate_mode!r}")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"model.num_classes must be an integer >= 2, got {num_classes!r}")
+        self.save_hyperparameters(ignore=["optimizer"])
+        if finetune == "scratch" or checkpoint:
+            weights = None  # scratch: random init; a checkpoint replaces whatever torchvision would load
+        self.net = R.build_resnet(arch, weights)
+        self.net.fc = self._load_checkpoint_and_head(checkpoint, num_classes)
+        self.blocks = R.validate_blocks(list(ablate_blocks), len(R.residual_blocks(self.net)), arch)
+        self.ablated_modules: list[str] = []
+        if self.blocks and ablate_when == "train":
+            self.ablated_modules = R.ablate(self.net, self.blocks, ablate_mode)
+            log.info("ablated (%s, while training): %s", ablate_mode, ", ".join(self.ablated_modules))
+        self._freeze(finetune)
+        self.optimizer_factory = optimizer
+        self.caching = cache_features and finetune == "head" and freeze_bn
+        self.run_info = {"ablated_modules": self.ablated_modules, "ablate_when": ablate_when, "projection_blocks": R.projection_blocks(self.net)}
+        metric = lambda: MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
+        self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
+
+    # -- construction -------------------------------------------------------------------------
+    def _load_checkpoint_and_head(self, checkpoint: str | None, num_classes: int) -> nn.Module:
+        head = nn.Linear(self.net.fc.in_features, num_classes)
+        if not checkpoint:
+            return head
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"model.checkpoint={checkpoint} does not exist")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if "state_dict" in state:  # one of our Lightning checkpoints
+            state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
+        if state.get("fc.weight") is not None and state["fc.weight"].shape[0] == num_classes:
+            self.net.fc = head  # a checkpoint with our head: load it whole
+        self.net.load_state_dict(state)
+        return self.net.fc if self.net.fc is head else head
+
+    def _freeze(self, finetune: str) -> None:
+        trainable = {"head": ("fc",), "last_stage": ("layer4", "fc")}.get(finetune)
+        for name, p in self.net.named_parameters():
+            p.requires_grad = trainable is None or name.split(".")[0] in trainable
+        self.frozen_bn = [
+            m for m in self.net.modules() if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters())
+        ] if self.hparams.freeze_bn else []  # fmt: skip
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for bn in getattr(self, "frozen_bn", []):
+            bn.eval()  # frozen layers keep their running statistics
+        return self
+
+    # -- forward ------------------------------------------------------------------------------
+    def _channels_last(self) -> bool:
+        cl = self.hparams.channels_last
+        return self.device.type == "cuda" if cl is None else bool(cl)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:  # cached backbone features: only the head runs
+            return self.net.fc(x)
+        if self._channels_last():
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features (the head's input), in bf16 autocast on a GPU."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            if self._channels_last():
+                x = x.contiguous(memory_format=torch.channels_last)
+            return R.backbone_features(self.net, x).float()
+
+    # -- what the analyses use ------------------------------------------------------------------
+    def residual_block_names(self) -> list[str]:
+        return [name for name, _ in R.residual_blocks(self.net)]
+
+    def ablated(self, blocks: Sequence[int], mode: str = "drop"):
+        """Context manager: these blocks ablated (besides any train-time ablation), then restored."""
+        return R.ablated(self.net, blocks, mode)
+
+    @torch.no_grad()
+    def stage_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            if self._channels_last():
+                x = x.contiguous(memory_format=torch.channels_last)
+            return {k: v.float() for k, v in R.stage_features(self.net, x).items()}
+
+    def on_fit_start(self):
+        if self._channels_last():
+            self.net.to(memory_format=torch.channels_last)
+        dm = self.trainer.datamodule
+        if self.caching and hasattr(dm, "cache_features"):
+            self.net.eval()
+            dm.cache_features(self.features, splits=("train", "val"))
+            log.info("head-only fine-tuning on cached backbone features (unaugmented images)")
+
+    def on_fit_end(self):
+        dm = self.trainer.datamodule
+        if hasattr(dm, "clear_feature_cache"):
+            dm.clear_feature_cache()
+
+    # -- steps --------------------------------------------------------------------------------
+    def _step(self, batch, stage: str, acc):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits.float(), y)
+        acc(logits, y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y), prog_bar=stage == "train")
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return {"loss": loss, "preds": logits.argmax(1).detach()}
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test", self.test_acc)
+
+    def on_test_epoch_start(self):
+        if self.blocks and self.hparams.ablate_when == "test":
+            self._test_ablation = R.ablated(self.net, self.blocks, self.hparams.ablate_mode)
+            self.ablated_modules = self._test_ablation.__enter__()
+            self.run_info["ablated_modules"] = self.ablated_modules
+            log.info("ablated (%s, for the test pass): %s", self.hparams.ablate_mode, ", ".join(self.ablated_modules))
+
+    def on_test_epoch_end(self):
+        if getattr(self, "_test_ablation", None) is not None:
+            self._test_ablation.__exit__(None, None, None)  # analyses after the test see the trained net
+            self._test_ablation = None
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            return torch.optim.Adam(params, lr=1e-3)
+        return self.optimizer_factory(params=params)
