@@ -73,6 +73,7 @@ class ResNetClassifier(pl.LightningModule):
         self.run_info = {"ablated_modules": self.ablated_modules, "ablate_when": ablate_when, "projection_blocks": R.projection_blocks(self.net)}
         metric = lambda: MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
         self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
+        self.train()  # puts the frozen BatchNorms in eval mode from the start
 
     # -- construction -------------------------------------------------------------------------
     def _load_checkpoint_and_head(self, checkpoint: str | None, num_classes: int) -> nn.Module:
@@ -103,6 +104,12 @@ class ResNetClassifier(pl.LightningModule):
         for bn in getattr(self, "frozen_bn", []):
             bn.eval()  # frozen layers keep their running statistics
         return self
+
+    def on_train_epoch_start(self):
+        # Lightning restores each module's mode around validation rather than calling train():
+        # re-assert the frozen BatchNorms every epoch.
+        for bn in self.frozen_bn:
+            bn.eval()
 
     # -- forward ------------------------------------------------------------------------------
     def _channels_last(self) -> bool:

@@ -72,3 +72,14 @@ def test_prior_samples_have_the_right_moments():
     assert abs(lap.abs().mean().item() - 1) < 0.02  # E|X| = b = 1
     again = sample_prior("laplace", (5,), torch.Generator().manual_seed(3))
     assert torch.equal(again, sample_prior("laplace", (5,), torch.Generator().manual_seed(3)))
+
+
+def test_random_block_subsets_are_seeded_distinct_and_sized():
+    from analysis.embedding import random_block_subsets
+
+    sets = random_block_subsets(50, 7, trials=4, seed=1)
+    assert len(sets) == 4 and all(len(s) == len(set(s)) == 7 and all(0 <= b < 50 for b in s) for s in sets)
+    assert sets == random_block_subsets(50, 7, trials=4, seed=1)
+    assert random_block_subsets(8, 8, trials=1) == [list(range(8))] and random_block_subsets(8, 0, trials=1) == [[]]
+    with pytest.raises(ValueError):
+        random_block_subsets(8, 9, trials=1)

@@ -114,3 +114,55 @@ def test_bad_input_fails_fast_with_one_clear_line(tmp_path, case):
     assert not list(tmp_path.glob("logs/**/metrics.json"))  # nothing that looks like a success
     for run in tmp_path.glob("logs/*/runs/*"):
         assert (run / "FAILED").is_file()
+
+
+RESNET_SMOKE = (
+    "task=resnet", "debug=smoke", "model.arch=resnet18", "model.weights=null", "data.image_size=32",
+    "callbacks.lesion_sweep.num_images=64", "callbacks.lesion_sweep.random_trials=2", "callbacks.depth_features.num_images=100",
+)  # fmt: skip
+
+
+def test_resnet_ablation_run_leaves_its_evidence(tmp_path):
+    proc = run_cli(tmp_path, *RESNET_SMOKE, "ablate.blocks=[3,7]", "logger=wandb")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = tmp_path.glob("logs/resnet/runs/*")
+    result = json.loads((run / "metrics.json").read_text())
+    assert result["model_info"]["ablated_modules"] == ["layer2.1", "layer4.1"]
+    assert result["model_info"]["projection_blocks"] == [2, 4, 6]
+    m = result["metrics"]
+    for key in ("test/acc", "val/acc", "lesion/intact_acc", "lesion/mean_single_drop_acc", "depth/stem/silhouette", "depth/layer4/knn_acc", "test/acc_airplane"):
+        assert key in m, key
+    assert {p.name for p in (run / "figures").glob("*.png")} == {"test_confusion_matrix.png", "lesion_sweep.png", "depth_features.png"}
+    single = (run / "tables" / "lesion_single_block.csv").read_text().splitlines()
+    assert len(single) == 1 + 8 and single[1].startswith("0,layer1.0,False")
+    # blocks already ablated in training: dropping them again changes nothing
+    rows = {int(r.split(",")[0]): float(r.split(",")[-1]) for r in single[1:]}
+    assert rows[3] == rows[7] == pytest.approx(m["lesion/intact_acc"])
+    random_k = (run / "tables" / "lesion_random_k.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in random_k[1:]] == list(range(9))
+    (wandb_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    logged = read_run(wandb_file)
+    assert logged["config"]["ablate"]["blocks"] == [3, 7]
+    assert logged["config"]["model_info"]["ablated_modules"] == ["layer2.1", "layer4.1"]
+    history = {k: v for row in logged["history"] for k, v in row.items()}
+    assert history["lesion/intact_acc"] == pytest.approx(m["lesion/intact_acc"])
+    assert history["lesion/single_block/_type"] == "table-file"
+
+
+def test_resnet_multirun_over_ablations_shares_a_wandb_group(tmp_path):
+    proc = run_cli(tmp_path, "-m", *RESNET_SMOKE, "ablate.blocks=[],[3]", "callbacks.lesion_sweep.k_values=[0,1]", "logger=wandb")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("logs/resnet/multiruns/*")
+    runs = [read_run(next((sweep / j).glob("wandb/offline-run-*/run-*.wandb"))) for j in ("0", "1")]
+    assert {r["group"] for r in runs} == {f"resnet-{sweep.name}"}
+    assert [r["config"]["ablate"]["blocks"] for r in runs] == [[], [3]]
+    summary = (sweep / "summary.md").read_text()
+    assert "ablate.blocks=[]" in summary and "ablate.blocks=[3]" in summary and "test/acc" in summary
+
+
+@pytest.mark.parametrize("blocks,message", [("[8]", "0..7"), ("[-2]", "0..7"), ("[1,1]", "repeats"), ("[x]", "integers")])
+def test_bad_ablation_fails_in_seconds_stating_the_range(tmp_path, blocks, message):
+    proc = run_cli(tmp_path, *RESNET_SMOKE, f"ablate.blocks={blocks}", "logger=none")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "ablate.blocks" in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
+    assert not list(tmp_path.glob("logs/**/metrics.json"))

@@ -1,0 +1,39 @@
+"""Head-only training on cached backbone features equals training through the whole network."""
+
+import lightning.pytorch as pl
+import torch
+
+from datamodules import CIFAR10DataModule
+from models import ResNetClassifier
+
+
+def fit_head(cache: bool) -> tuple[torch.Tensor, float]:
+    pl.seed_everything(0)
+    dm = CIFAR10DataModule(synthetic=True, synthetic_size=96, batch_size=16, eval_batch_size=32, hflip=False, crop_padding=0, mean=[0.5] * 3, std=[0.25] * 3)
+    torch.manual_seed(1)
+    model = ResNetClassifier(arch="resnet18", weights=None, finetune="head", cache_features=cache)
+    stats = model.net.layer2[0].bn1.running_mean.clone()
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    assert model.caching == cache and not dm.features  # the cache is dropped after fitting
+    assert torch.equal(model.net.layer2[0].bn1.running_mean, stats)  # frozen BN did not drift
+    return model.net.fc.weight.detach().clone(), float(trainer.callback_metrics["val/loss"])
+
+
+def test_cached_and_uncached_head_training_agree():
+    w_cached, val_cached = fit_head(cache=True)
+    w_full, val_full = fit_head(cache=False)
+    assert not torch.equal(w_cached, ResNetClassifier(arch="resnet18", weights=None).net.fc.weight)  # it trained
+    torch.testing.assert_close(w_cached, w_full, rtol=1e-4, atol=1e-5)
+    assert abs(val_cached - val_full) < 1e-4
+
+
+def test_features_replace_images_only_for_the_asked_splits():
+    dm = CIFAR10DataModule(synthetic=True, synthetic_size=40, batch_size=8)
+    dm.cache_features(lambda x: x.mean(dim=(2, 3)), splits=("train",))
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 3) and x.dtype == torch.float32
+    assert dm.on_after_batch_transfer((x, y))[0] is x  # features pass untransformed
+    assert next(iter(dm.val_dataloader()))[0].dtype == torch.uint8
+    dm.clear_feature_cache()
+    assert next(iter(dm.train_dataloader()))[0].dtype == torch.uint8
