@@ -160,7 +160,7 @@ def test_resnet_multirun_over_ablations_shares_a_wandb_group(tmp_path):
     assert "ablate.blocks=[]" in summary and "ablate.blocks=[3]" in summary and "test/acc" in summary
 
 
-@pytest.mark.parametrize("blocks,message", [("[8]", "0..7"), ("[-2]", "0..7"), ("[1,1]", "repeats"), ("[x]", "integers")])
+@pytest.mark.parametrize("blocks,message", [("[8]", "0..7"), ("[x]", "integers")])  # the rest: tests/models
 def test_bad_ablation_fails_in_seconds_stating_the_range(tmp_path, blocks, message):
     proc = run_cli(tmp_path, *RESNET_SMOKE, f"ablate.blocks={blocks}", "logger=none")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
