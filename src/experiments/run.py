@@ -128,7 +128,8 @@ def run(cfg: DictConfig) -> float | None:
         "tags": list(cfg.tags),
         **({"model_info": run_info} if run_info else {}),
     }
-    write_json_atomic(out / "metrics.json", result)
+    if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
+        write_json_atomic(out / "metrics.json", result)
     value = metrics.get(cfg.optimized_metric)
     log.info("%s = %s; evidence in %s", cfg.optimized_metric, value, out)
     return value
