@@ -104,6 +104,8 @@ def main() -> None:
     print(f"full fine-tune, seed-style (PIL per image, fp32, batch 32): {seed_s:8.2f} s {n / seed_s:9.1f} img/s")
     print(f"full fine-tune, framework (batch {args.batch_size}{', bf16, channels_last' if gpu else ''}): {full_s:8.2f} s {n / full_s:9.1f} img/s")
     print(f"  ratio framework / seed-style: {seed_s / full_s:.2f}x")
+    same_batch = framework(args.arch, n, args.image_size, 32, device, "full")  # the input pipeline alone
+    print(f"full fine-tune, framework at the seed's batch 32: {same_batch:8.2f} s {n / same_batch:9.1f} img/s  ratio {seed_s / same_batch:.2f}x")
 
     e = args.head_epochs
     uncached = framework(args.arch, n, args.image_size, args.batch_size, device, "head", cache=False, epochs=e)
