@@ -27,14 +27,15 @@ def figure_dir(trainer: pl.Trainer) -> Path:
 
 
 def log_figure(trainer: pl.Trainer, name: str, fig: plt.Figure) -> Path:
-    """Save `fig` as figures/<name>.png and log it as an image to every logger that takes one."""
+    """Save `fig` as figures/<name>.png and log it as an image to every logger that takes one
+    (under DDP: rank 0 only, from its share of the data)."""
     path = figure_dir(trainer) / f"{name.replace('/', '_')}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     if trainer.is_global_zero:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         for lg in trainer.loggers:
             if hasattr(lg, "log_image"):
                 lg.log_image(key=name, images=[str(path)], step=trainer.global_step)
+    plt.close(fig)
     return path
 
 

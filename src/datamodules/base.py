@@ -48,26 +48,27 @@ class Split:
 class TensorBatches:
     """Iterates (images, labels) batches out of a `Split` by index, one gather per batch.
 
-    Under DDP each rank takes every world_size-th batch of the same (seeded, per-epoch) order, the
-    job a DistributedSampler does for a DataLoader.
+    Under DDP each rank takes every world_size-th image of the same (seeded, per-epoch) order,
+    padded by wrapping around so every rank gets as many: what a DistributedSampler does for a
+    DataLoader.
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0):
         self.split, self.batch_size, self.shuffle, self.drop_last, self.seed = split, batch_size, shuffle, drop_last, seed
         self.epoch = 0
 
-    def _world(self) -> tuple[int, int]:
+    @staticmethod
+    def _world() -> tuple[int, int]:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
-    def _num_batches(self) -> int:
-        n = len(self.split)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+    def _per_rank(self) -> int:
+        return math.ceil(len(self.split) / self._world()[1])
 
     def __len__(self) -> int:
-        rank, world = self._world()
-        return len(range(rank, self._num_batches(), world))
+        n = self._per_rank()
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
         n = len(self.split)
@@ -79,7 +80,10 @@ class TensorBatches:
         else:
             order = torch.arange(n, device=device)
         rank, world = self._world()
-        for b in range(rank, self._num_batches(), world):
+        if world > 1:
+            total = self._per_rank() * world
+            order = order.repeat(math.ceil(total / n))[:total][rank::world]
+        for b in range(len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield self.split.images[index], self.split.labels[index]
 

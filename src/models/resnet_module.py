@@ -166,7 +166,7 @@ class ResNetClassifier(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits.float(), y)
         acc(logits, y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y), prog_bar=stage == "train")
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y), prog_bar=stage == "train", sync_dist=stage != "train")
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return {"loss": loss, "preds": logits.argmax(1).detach()}
 

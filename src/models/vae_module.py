@@ -68,7 +68,7 @@ class VAEModule(pl.LightningModule):
         w = float(self.hparams.beta) if stage == "test" else self.current_kl_weight()
         loss = recon + w * kl
         on_step = stage == "train"
-        log = dict(on_step=on_step, on_epoch=True, batch_size=x.shape[0])
+        log = dict(on_step=on_step, on_epoch=True, batch_size=x.shape[0], sync_dist=not on_step)  # DDP: mean over ranks
         self.log(f"{stage}/recon", recon, prog_bar=stage != "train", **log)
         self.log(f"{stage}/kl", kl, **log)
         self.log(f"{stage}/loss", loss, prog_bar=stage == "train", **log)

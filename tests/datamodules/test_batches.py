@@ -64,3 +64,18 @@ def test_datamodule_applies_its_transform_after_transfer():
     assert x.dtype == torch.uint8
     xt, yt = dm.on_after_batch_transfer((x, y))
     assert xt.shape == (8, 3, 32, 32) and xt.dtype == torch.float32 and torch.equal(yt, y)
+
+
+def test_ddp_ranks_share_out_one_order_evenly(monkeypatch):
+    """Each of 3 ranks gets ceil(23/3)=8 images of the same seeded order; together all 23."""
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(TensorBatches, "_world", staticmethod(lambda rank=rank: (rank, 3)))
+        batches = TensorBatches(make_split(), batch_size=5, shuffle=True, seed=4)
+        got = torch.cat([x[:, 0, 0, 0] for x, _ in batches])
+        assert len(batches) == 2 and len(got) == 8
+        seen.append(got)
+    assert set(torch.cat(seen).tolist()) == set(range(23))
+    # a split smaller than the world still gives every rank a batch
+    monkeypatch.setattr(TensorBatches, "_world", staticmethod(lambda: (3, 4)))
+    assert len(list(TensorBatches(make_split(2), batch_size=8, shuffle=False))) == 1

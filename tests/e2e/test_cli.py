@@ -166,3 +166,13 @@ def test_bad_ablation_fails_in_seconds_stating_the_range(tmp_path, blocks, messa
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "ablate.blocks" in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
     assert not list(tmp_path.glob("logs/**/metrics.json"))
+
+
+def test_ddp_on_two_cpu_processes_writes_one_run_folder(tmp_path):
+    """Hydra + DDP: the second rank (a re-launched process) writes into the first one's folder."""
+    proc = run_cli(tmp_path, "task=vae", "debug=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.sync_batchnorm=false", "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = tmp_path.glob("logs/vae/runs/*")
+    assert (run / "train_ddp_process_1.log").is_file() and (run / "metrics.json").is_file()
+    values = [l.rsplit("=", 1)[1].split(";")[0].strip() for l in proc.stderr.splitlines() + proc.stdout.splitlines() if "test/neg_elbo = " in l]
+    assert len(values) == 2 and values[0] == values[1]  # both ranks report the metric reduced over ranks
