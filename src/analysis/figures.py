@@ -49,14 +49,15 @@ def image_grid(images: np.ndarray, ncols: int, title: str = "") -> plt.Figure:
     return fig
 
 
-def curves(history: Mapping[str, Mapping[str, Sequence[float]]], title: str = "") -> plt.Figure:
-    """One panel per quantity; in each, one line per split. history[quantity][split] = values per epoch."""
+def curves(history: Mapping[str, Mapping[str, Sequence[float]]], title: str = "", x: Sequence[float] | None = None, xlabel: str = "epoch") -> plt.Figure:
+    """One panel per quantity; in each, one line per split. history[quantity][split] = values per
+    epoch (or at the given x)."""
     fig, axes = plt.subplots(1, len(history), figsize=(4 * len(history), 3.2), squeeze=False)
     for ax, (quantity, by_split) in zip(axes[0], history.items()):
         for split, values in by_split.items():
-            ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=split)
+            ax.plot(np.arange(1, len(values) + 1) if x is None else x, values, marker="o", ms=3, label=split)
         ax.set_title(quantity)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(xlabel)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
@@ -149,6 +150,24 @@ def projection_grid(points: Mapping[str, np.ndarray], labels: np.ndarray, class_
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].legend(markerscale=5, fontsize=6, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pairs_figure(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, class_names: Sequence[str], title: str = "") -> plt.Figure:
+    """Per panel: 2-D image points (dots) and their paired text points (crosses), by class."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.5), squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for ax, (name, (img, txt)) in zip(axes[0], panels.items()):
+        for c, cname in enumerate(class_names):
+            sel = labels == c
+            ax.scatter(img[sel, 0], img[sel, 1], s=6, alpha=0.6, color=cmap(c % cmap.N), label=cname)
+            ax.scatter(txt[sel, 0], txt[sel, 1], s=40, marker="x", color=cmap(c % cmap.N))
+        ax.set_title(f"{name}\n(dots: images, crosses: their class prompts)", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].legend(markerscale=2, fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -1,7 +1,8 @@
 """Models: plain nn.Modules and the LightningModules that train them. No data module imports."""
 
+from .clip_module import ClipZeroShot
 from .resnet_module import ResNetClassifier
 from .vae import ConvVAE, kl_divergence, reconstruction_loss
 from .vae_module import VAEModule, kl_weight
 
-__all__ = ["ResNetClassifier", "ConvVAE", "VAEModule", "kl_divergence", "kl_weight", "reconstruction_loss"]
+__all__ = ["ClipZeroShot", "ResNetClassifier", "ConvVAE", "VAEModule", "kl_divergence", "kl_weight", "reconstruction_loss"]

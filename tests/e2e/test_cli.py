@@ -176,3 +176,33 @@ def test_ddp_on_two_cpu_processes_writes_one_run_folder(tmp_path):
     assert (run / "train_ddp_process_1.log").is_file() and (run / "metrics.json").is_file()
     values = [l.rsplit("=", 1)[1].split(";")[0].strip() for l in proc.stderr.splitlines() + proc.stdout.splitlines() if "test/neg_elbo = " in l]
     assert len(values) == 2 and values[0] == values[1]  # both ranks report the metric reduced over ranks
+
+
+def test_clip_run_with_a_tiny_saved_model(tmp_path):
+    import torch
+
+    from models.clip_module import load_clip
+
+    config = tmp_path / "tiny-clip-e2e.json"
+    config.write_text(json.dumps({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+                                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}))  # fmt: skip
+    model, _ = load_clip("tiny-clip-e2e", None, str(config))
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    proc = run_cli(
+        tmp_path, "task=clip", "debug=smoke", "model.name=tiny-clip-e2e", f"model.model_config={config}", f"model.pretrained={tmp_path / 'tiny.pt'}",
+        "data.image_size=32", "callbacks.clip_analyses.tsne_pairs=60", "callbacks.clip_analyses.projections=[pca]", "logger=wandb",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = tmp_path.glob("logs/clip/runs/*")
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    for key in ("zeroshot/seed_name/top1", "zeroshot/openai_stl10/balanced_acc", "zeroshot/seed_ensemble/top5", "gap/norm", "gap/pair_cosine",
+                "gap/modality_separability", "procrustes/centred/top1_after", "procrustes/uncentred/mcnemar_p", "linear_probe/test_acc"):  # fmt: skip
+        assert key in m, key
+    assert 0 <= m["gap/norm"] <= 2 and -1 <= m["gap/pair_cosine"] <= 1
+    assert {p.name for p in (run / "figures").glob("*.png")} == {"zeroshot_confusion_matrix.png", "gap_shift.png", "gap_pairs_pca.png"}
+    table = (run / "tables" / "zeroshot_by_template_set.csv").read_text().splitlines()
+    assert table[0].startswith("templates,prompts,top1,top5,balanced_acc,airplane") and len(table) == 6
+    (wandb_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    history = {k: v for row in read_run(wandb_file)["history"] for k, v in row.items()}
+    assert history["zeroshot/by_template_set/_type"] == "table-file"
+    assert history["gap/norm"] == pytest.approx(m["gap/norm"])

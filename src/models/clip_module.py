@@ -1,0 +1,125 @@
+"""open_clip models for zero-shot evaluation: loading (offline-aware) and embedding."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+HF_HUB = "https://huggingface.co"
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", HF_HUB)).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_clip(name: str, pretrained: str | None, model_config: str | None = None):
+    """(model, tokenizer) from open_clip. `pretrained`: an open_clip tag ('openai', 'laion2b_...'),
+    a local checkpoint file, or None for random weights. `model_config`: a JSON model config to
+    register first (its file name, without .json, is then a valid `name`)."""
+    import open_clip
+
+    if model_config:
+        if not Path(model_config).is_file():
+            raise FileNotFoundError(f"model.model_config={model_config} does not exist")
+        open_clip.add_model_config(model_config)
+    if name not in open_clip.list_models():
+        raise ValueError(f"model.name={name!r} is not an open_clip model (see open_clip.list_models(), or set model.model_config)")
+    is_file = pretrained is not None and Path(pretrained).is_file()
+    if pretrained and not is_file:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise ValueError(f"model.pretrained={pretrained!r}: not a file and not a tag of {name} ({', '.join(tags) or 'none'})")
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+            # without a network the hub client retries for ~46 s: decide now, and let a cached copy
+            # load. huggingface_hub reads the variable once, at import: set its constant too.
+            import huggingface_hub.constants
+
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained)
+    except Exception as e:  # noqa: BLE001
+        raise RuntimeError(
+            f"could not load open_clip {name} with pretrained={pretrained} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"Offline: set model.pretrained=PATH to a local checkpoint, or model.pretrained=null for random weights"
+        ) from e
+    return model.eval(), open_clip.get_tokenizer(name)
+
+
+class ClipZeroShot(pl.LightningModule):
+    """Embeds images with an open_clip model during `trainer.test`, and class prompts on request.
+
+    After the test pass `embeddings["test"]` and, once asked for with `embed_split("train")`,
+    `embeddings["train"]` hold (normalised image embeddings, labels) as numpy arrays: computed
+    once per run and shared by every analysis.
+    """
+
+    def __init__(self, name: str = "ViT-B-32", pretrained: str | None = "openai", model_config: str | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model, self.tokenizer = load_clip(name, pretrained, model_config)
+        for p in self.model.parameters():
+            p.requires_grad = False
+        self.embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.image_size
+        return size[0] if isinstance(size, (tuple, list)) else int(size)
+
+    @torch.no_grad()
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised text embeddings (len(texts), D)."""
+        out = []
+        for i in range(0, len(texts), 256):
+            tokens = self.tokenizer(list(texts[i : i + 256])).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                out.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
+        return torch.cat(out).numpy()
+
+    def embed_split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Image embeddings of a whole split of the attached data module, computed once."""
+        if name not in self.embeddings:
+            dm = self.trainer.datamodule
+            dm.cache_features(self.encode_images, splits=(name,))
+            split = dm.features.pop(name)
+            self.embeddings[name] = (split.images.cpu().numpy(), split.labels.cpu().numpy())
+        return self.embeddings[name]
+
+    def on_test_epoch_start(self):
+        self._test = []
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        z = self.encode_images(x)
+        self._test.append((z.cpu(), y.cpu()))
+        return {"embeddings": z}
+
+    def on_test_epoch_end(self):
+        z, y = (torch.cat(t) for t in zip(*self._test))
+        self.embeddings["test"] = (z.numpy(), y.numpy())
+
+    def configure_optimizers(self):
+        return None
