@@ -111,7 +111,7 @@ class VAEFigures(Callback):
         vae = pl_module.vae
         z = torch.cat(self.mu)[: self.num_points].numpy()
         labels = torch.cat(self.labels)[: self.num_points].numpy()
-        names = list(getattr(trainer.datamodule, "classes", [])) or [str(c) for c in range(int(labels.max()) + 1)]
+        names = class_names(trainer, int(labels.max()) + 1)
         originals, recons = self.first
         log_figure(trainer, "vae/reconstructions", figures.image_rows({"test images": originals.numpy(), "reconstructions (posterior mean)": recons.numpy()}))
 
@@ -142,8 +142,10 @@ class VAEFigures(Callback):
 
 # -- classification ---------------------------------------------------------------------------
 def class_names(trainer: pl.Trainer, n: int) -> list[str]:
+    """The data module's class names, or 0..n-1 where it has none for n classes (n: labels seen,
+    which may fall short of the data set's count in a tiny run: then the data set's names win)."""
     names = list(getattr(trainer.datamodule, "classes", []))
-    return names if len(names) == n else [str(c) for c in range(n)]
+    return names if len(names) >= n else [str(c) for c in range(n)]
 
 
 def test_batches(trainer: pl.Trainer, pl_module: pl.LightningModule, max_images: int | None = None):
