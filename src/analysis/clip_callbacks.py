@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from sklearn.metrics import confusion_matrix
 
 from . import clip as C
 from . import embedding, figures
@@ -47,20 +48,17 @@ class ClipAnalyses(Callback):
         numbers: dict[str, float] = {}
 
         # zero-shot accuracy per template set, in one table
-        rows, classes_by_set = [], {}
+        rows, classes_by_set, preds_by_set = [], {}, {}
         for set_name, templates in self.templates.items():
             classes = classes_by_set[set_name] = self.class_embeddings(pl_module, names, templates)
             scores = C.zero_shot_scores(img, classes)
             m = C.classification_metrics(scores, labels)
-            per_class = C.per_class_accuracy(scores.argmax(1), labels, len(names))
+            preds_by_set[set_name] = scores.argmax(1)
+            per_class = C.per_class_accuracy(preds_by_set[set_name], labels, len(names))
             rows.append([set_name, len(templates), m["top1"], m["top5"], m["balanced_acc"], *per_class.tolist()])
             numbers.update({f"zeroshot/{set_name}/{k}": v for k, v in m.items()})
         log_table(trainer, "zeroshot/by_template_set", ["templates", "prompts", "top1", "top5", "balanced_acc", *names], rows)
-        best = max(rows, key=lambda r: r[2])[0]
-        classes = classes_by_set[self.pair_template]
-        preds = C.zero_shot_scores(img, classes).argmax(1)
-        from sklearn.metrics import confusion_matrix
-
+        classes, preds = classes_by_set[self.pair_template], preds_by_set[self.pair_template]
         cm = confusion_matrix(labels, preds, labels=range(len(names)))
         log_figure(trainer, "zeroshot/confusion_matrix", figures.confusion_figure(cm, names, title=f"zero-shot, templates: {self.pair_template}"))
         numbers["zeroshot/best_top1"] = max(r[2] for r in rows)
@@ -82,7 +80,7 @@ class ClipAnalyses(Callback):
         # Procrustes image -> paired text, fitted on the train split (or, on request, the test set)
         fit_img, fit_labels = pl_module.embed_split("train") if self.fit_split == "train" else (img, labels)
         tag = "procrustes" if self.fit_split == "train" else "procrustes_FITTED_ON_TEST"
-        before = C.classification_metrics(C.zero_shot_scores(img, classes), labels)["top1"]
+        before = float((preds == labels).mean())
         mapped_by = {}
         for center in (False, True):
             fit = C.fit_procrustes(fit_img, classes[fit_labels], center=center)

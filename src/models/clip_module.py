@@ -11,6 +11,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from .inference import bf16_on_gpu
+
 log = logging.getLogger(__name__)
 
 HF_HUB = "https://huggingface.co"
@@ -86,7 +88,7 @@ class ClipZeroShot(pl.LightningModule):
 
     @torch.no_grad()
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with bf16_on_gpu(self.device):
             return torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1)
 
     @torch.no_grad()
@@ -95,7 +97,7 @@ class ClipZeroShot(pl.LightningModule):
         out = []
         for i in range(0, len(texts), 256):
             tokens = self.tokenizer(list(texts[i : i + 256])).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with bf16_on_gpu(self.device):
                 out.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
         return torch.cat(out).numpy()
 

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from . import resnet as R
+from .inference import bf16_on_gpu
 
 log = logging.getLogger(__name__)
 
@@ -116,20 +117,19 @@ class ResNetClassifier(pl.LightningModule):
         cl = self.hparams.channels_last
         return self.device.type == "cuda" if cl is None else bool(cl)
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last() else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2:  # cached backbone features: only the head runs
             return self.net.fc(x)
-        if self._channels_last():
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return self.net(self._layout(x))
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features (the head's input), in bf16 autocast on a GPU."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            if self._channels_last():
-                x = x.contiguous(memory_format=torch.channels_last)
-            return R.backbone_features(self.net, x).float()
+        with bf16_on_gpu(self.device):
+            return R.backbone_features(self.net, self._layout(x)).float()
 
     # -- what the analyses use ------------------------------------------------------------------
     def residual_block_names(self) -> list[str]:
@@ -141,10 +141,8 @@ class ResNetClassifier(pl.LightningModule):
 
     @torch.no_grad()
     def stage_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            if self._channels_last():
-                x = x.contiguous(memory_format=torch.channels_last)
-            return {k: v.float() for k, v in R.stage_features(self.net, x).items()}
+        with bf16_on_gpu(self.device):
+            return {k: v.float() for k, v in R.stage_features(self.net, self._layout(x)).items()}
 
     def on_fit_start(self):
         if self._channels_last():
