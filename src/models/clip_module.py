@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -11,24 +10,10 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from .hub import hub_offline
 from .inference import bf16_on_gpu
 
 log = logging.getLogger(__name__)
-
-HF_HUB = "https://huggingface.co"
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", HF_HUB)).hostname
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
 
 def load_clip(name: str, pretrained: str | None, model_config: str | None = None):
     """(model, tokenizer) from open_clip. `pretrained`: an open_clip tag ('openai', 'laion2b_...'),
@@ -47,13 +32,7 @@ def load_clip(name: str, pretrained: str | None, model_config: str | None = None
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
             raise ValueError(f"model.pretrained={pretrained!r}: not a file and not a tag of {name} ({', '.join(tags) or 'none'})")
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
-            # without a network the hub client retries for ~46 s: decide now, and let a cached copy
-            # load. huggingface_hub reads the variable once, at import: set its constant too.
-            import huggingface_hub.constants
-
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            huggingface_hub.constants.HF_HUB_OFFLINE = True
+        hub_offline()  # without a network: fail at once unless cached, not after ~46 s of retries
     try:
         model = open_clip.create_model(name, pretrained=pretrained)
     except Exception as e:  # noqa: BLE001
