@@ -98,9 +98,3 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     c = int((~a & b_).sum())
     p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
     return {"only_a_right": b, "only_b_right": c, "p_value": p}
-
-
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float = 1.0) -> dict[str, float]:
-    """Logistic regression on (normalised) train embeddings: train and test accuracy."""
-    clf = LogisticRegression(C=c, max_iter=2000).fit(normalize(train_x), train_y)
-    return {"train_acc": float(clf.score(normalize(train_x), train_y)), "test_acc": float(clf.score(normalize(test_x), test_y))}

@@ -94,7 +94,7 @@ class ClipAnalyses(Callback):
                 f"{key}/mcnemar_p": test["p_value"],
             })  # fmt: skip
         train_img, train_labels = pl_module.embed_split("train")
-        probe = C.linear_probe(train_img, train_labels, img, labels)
+        probe = embedding.linear_probe(train_img, train_labels, img, labels)
         numbers.update({"linear_probe/train_acc": probe["train_acc"], "linear_probe/test_acc": probe["test_acc"]})
 
         # pictures: images and their paired texts, before and after alignment

@@ -76,3 +76,17 @@ def random_block_subsets(n_blocks: int, k: int, trials: int, seed: int = 0) -> l
         raise ValueError(f"k must lie in 0..{n_blocks}, got {k}")
     rng = np.random.default_rng(seed + 1000 * k)
     return [sorted(rng.choice(n_blocks, size=k, replace=False).tolist()) for _ in range(trials)]
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float = 1.0, scale: str = "l2") -> dict[str, float]:
+    """Logistic regression fitted on train features, train and test accuracy. `scale`: l2 (unit
+    rows, for embeddings compared by cosine) | standard (per-feature z-scores, fitted on train)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer, StandardScaler
+
+    if scale not in ("l2", "standard"):
+        raise ValueError(f"scale must be l2 or standard, got {scale!r}")
+    clf = make_pipeline(Normalizer() if scale == "l2" else StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    clf.fit(train_x, train_y)
+    return {"train_acc": float(clf.score(train_x, train_y)), "test_acc": float(clf.score(test_x, test_y))}
