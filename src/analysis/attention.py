@@ -11,6 +11,8 @@ import math
 import torch
 
 HEAD_FUSIONS = ("mean", "max", "min")
+STRUCTURED_MASKS = ("centre", "border", "stripes", "checkerboard")
+FILLS = ("zero", "mean", "noise")
 
 
 def fuse_heads(attentions: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
@@ -63,6 +65,27 @@ def cls_map(rollout: torch.Tensor) -> torch.Tensor:
     return patches.reshape(-1, side, side)
 
 
+def cls_attention(attentions: torch.Tensor) -> torch.Tensor:
+    """(layers, batch, heads, T, T) -> (layers, batch, heads, patches): the CLS token's attention to
+    each patch (its weight on itself left out, so a row sums to 1 minus that)."""
+    return attentions[..., 0, 1:]
+
+
+def attention_entropy(maps: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of each map (..., patches) taken as a distribution over the patches
+    (renormalised); log(patches) for a uniform map, 0 for one patch."""
+    p = maps / maps.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return -(p * p.clamp_min(1e-12).log()).sum(dim=-1)
+
+
+def head_correlation(maps: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, patches) -> (heads, heads): Pearson correlation between the heads' maps of
+    each image, averaged over images (a constant map correlates 0 with everything)."""
+    centred = maps - maps.mean(dim=-1, keepdim=True)
+    unit = centred / centred.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return (unit @ unit.transpose(-1, -2)).mean(dim=0)
+
+
 def gradient_rollout(attentions: torch.Tensor, gradients: torch.Tensor, discard_ratio: float = 0.0) -> torch.Tensor:
     """Chefer et al. 2021 style: weight each head's attention by its gradient for the target
     class, keep the positive part, average the heads, then roll out as above."""
@@ -96,15 +119,15 @@ def structured_patch_mask(kind: str, side: int = 14) -> torch.Tensor:
     """(side*side,) bool masks of the seed's shapes: centre, border, stripes, checkerboard."""
     r = torch.arange(side).view(-1, 1).expand(side, side)
     c = torch.arange(side).view(1, -1).expand(side, side)
-    q = side // 4
+    q, edge = side // 4, max(1, side // 7)  # 14x14 patches: the centre 8x8, a border 2 patches wide
     masks = {
         "centre": (r >= q) & (r < side - q) & (c >= q) & (c < side - q),
-        "border": (r < 2) | (r >= side - 2) | (c < 2) | (c >= side - 2),
+        "border": (r < edge) | (r >= side - edge) | (c < edge) | (c >= side - edge),
         "stripes": (r // 2) % 2 == 0,
         "checkerboard": (r + c) % 2 == 0,
     }
-    if kind not in masks:
-        raise ValueError(f"structured mask must be one of {list(masks)}, got {kind!r}")
+    if kind not in STRUCTURED_MASKS:
+        raise ValueError(f"structured mask must be one of {list(STRUCTURED_MASKS)}, got {kind!r}")
     return masks[kind].reshape(-1)
 
 

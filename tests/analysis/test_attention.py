@@ -98,3 +98,23 @@ def test_gradient_rollout_keeps_only_positive_evidence():
     att = random_attention(layers=2, b=1, h=2, t=6)
     grads = -torch.ones_like(att)
     torch.testing.assert_close(A.gradient_rollout(att, grads), torch.eye(6, dtype=torch.float64).expand(1, 6, 6))
+
+
+def test_entropy_and_head_correlation_match_scipy_and_numpy():
+    import numpy as np
+    from scipy.stats import entropy
+
+    g = torch.Generator().manual_seed(3)
+    maps = torch.rand(5, 4, 196, generator=g)  # (images, heads, patches)
+    ours = A.attention_entropy(maps)
+    torch.testing.assert_close(ours, torch.from_numpy(entropy(maps.numpy(), axis=-1)).float())
+    by_hand = np.mean([np.corrcoef(m) for m in maps.numpy()], axis=0)
+    torch.testing.assert_close(A.head_correlation(maps), torch.from_numpy(by_hand).float(), atol=1e-5, rtol=1e-5)
+    att = torch.rand(2, 5, 4, 197, 197, generator=g)
+    assert torch.equal(A.cls_attention(att), att[:, :, :, 0, 1:])
+
+
+def test_structured_masks_scale_with_the_grid():
+    assert A.structured_patch_mask("border", 14).sum() == 196 - 100  # two patches wide
+    assert A.structured_patch_mask("border", 4).sum() == 16 - 4  # one patch wide on a small grid
+    assert A.structured_patch_mask("centre", 14).sum() == 64
