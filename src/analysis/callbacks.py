@@ -148,11 +148,11 @@ def class_names(trainer: pl.Trainer, n: int) -> list[str]:
     return names if len(names) >= n else [str(c) for c in range(n)]
 
 
-def test_batches(trainer: pl.Trainer, pl_module: pl.LightningModule, max_images: int | None = None):
-    """(transformed images, labels) on the model's device, from the start of the test split."""
+def test_batches(trainer: pl.Trainer, pl_module: pl.LightningModule, max_images: int | None = None, split: str = "test"):
+    """(transformed images, labels) on the model's device, from the start of a split (test)."""
     dm = trainer.datamodule
     seen = 0
-    for x, y in dm.test_dataloader():
+    for x, y in dm.eval_dataloader(split):
         if max_images is not None and seen >= max_images:
             return
         if max_images is not None:

@@ -4,6 +4,7 @@ on the device (see base.py)."""
 from .base import BatchTransform, InMemoryDataModule, Split, TensorBatches
 from .cifar10 import CIFAR10DataModule
 from .fashion_mnist import FashionMNISTDataModule
+from .images import ImagesDataModule
 from .stl10 import STL10DataModule
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "TensorBatches",
     "CIFAR10DataModule",
     "FashionMNISTDataModule",
+    "ImagesDataModule",
     "STL10DataModule",
 ]

@@ -264,11 +264,15 @@ class InMemoryDataModule(pl.LightningDataModule):
             self._loaders["train"] = self._batches("train", shuffle=True)
         return self._loaders["train"]  # kept, so each epoch draws a new order
 
+    def eval_dataloader(self, name: str) -> TensorBatches:
+        """Any split's batches in order, unaugmented: for evaluation, analyses and features."""
+        return self._batches(name, shuffle=False)
+
     def val_dataloader(self):
-        return self._batches("val", shuffle=False)
+        return self.eval_dataloader("val")
 
     def test_dataloader(self):
-        return self._batches("test", shuffle=False)
+        return self.eval_dataloader("test")
 
     def predict_dataloader(self):
         return self.test_dataloader()

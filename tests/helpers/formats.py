@@ -72,3 +72,27 @@ def write_stl10(root: Path, n_train: int = 10, n_test: int = 8, seed: int = 0) -
     (folder / "unlabeled_X.bin").write_bytes(b"")  # torchvision requires it to exist for every split
     (folder / "class_names.txt").write_text("\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]))
     return out
+
+
+def write_image_folder(folder):
+    """One file of each kind a user's folder may hold; returns {file name: what it should become}."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(folder / "red.png")
+    Image.fromarray(np.full((30, 30), 90, np.uint8), mode="L").save(folder / "grey.jpg", quality=100)
+    rgba = np.zeros((20, 20, 4), np.uint8)
+    rgba[..., 2] = 255  # blue, fully transparent: white over a white background
+    Image.fromarray(rgba, mode="RGBA").save(folder / "transparent.png")
+    Image.new("CMYK", (24, 24), (0, 255, 255, 0)).save(folder / "cmyk.jpg", quality=100)  # cyan-free: red
+    Image.fromarray(np.full((16, 16), 32768, np.uint16)).save(folder / "sixteen_bit.png")  # half of 16-bit range
+    Image.new("P", (10, 10), 3).save(folder / "palette.gif")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "fake.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    big.save(folder / "whole.jpg", quality=95)
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / ".hidden.png").write_bytes(b"")  # hidden files are not the user's images
