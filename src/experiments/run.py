@@ -77,8 +77,6 @@ def run(cfg: DictConfig) -> float | None:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     pl.seed_everything(cfg.seed, workers=True)
-    if cfg.get("model") is None:
-        raise ConfigError(f"task={cfg.task_name} is not built yet: its model and analyses come in a later release")
     datamodule = build(cfg.get("data"), "data")
     try:  # read the data now: a missing file fails in seconds, before any logger or model is made
         datamodule.prepare_data()
@@ -87,6 +85,13 @@ def run(cfg: DictConfig) -> float | None:
         raise ConfigError(str(e)) from e
     model = build(cfg.model, "model")
     callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c]
+    for part in (model, *callbacks):  # what can only be checked with model and data side by side
+        check = getattr(part, "check_setup", None)
+        if check is not None:
+            try:
+                check(model=model, datamodule=datamodule)
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
     try:
         loggers = build_loggers(cfg)
     except InstantiationException as e:
