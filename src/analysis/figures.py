@@ -171,3 +171,110 @@ def pairs_figure(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], labels: np
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# -- ViT: predictions and maps over images ------------------------------------------------------
+def prediction_figure(images: np.ndarray, top_labels: Sequence[Sequence[str]], top_probs: np.ndarray, titles: Sequence[str], title: str = "") -> plt.Figure:
+    """One row per image: the image, and its top-k labels as horizontal bars of probability."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 2, figsize=(7.5, 1.9 * n + 0.5), squeeze=False, gridspec_kw={"width_ratios": [1, 2]})
+    for i in range(n):
+        axes[i, 0].imshow(_as_hwc(images[i]).clip(0, 1))
+        axes[i, 0].axis("off")
+        axes[i, 0].set_title(titles[i], fontsize=7)
+        k = len(top_labels[i])
+        axes[i, 1].barh(np.arange(k)[::-1], top_probs[i], color="tab:blue")
+        axes[i, 1].set_yticks(np.arange(k)[::-1], [str(s)[:32] for s in top_labels[i]], fontsize=7)
+        axes[i, 1].set_xlim(0, 1)
+        for j, p in enumerate(top_probs[i]):
+            axes[i, 1].text(min(float(p), 0.85) + 0.01, k - 1 - j, f"{float(p):.3f}", va="center", fontsize=7)
+    axes[-1, 1].set_xlabel("probability")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _overlay(ax, image: np.ndarray, heat: np.ndarray, cmap: str, alpha: float) -> None:
+    """The image with a map (any grid, stretched to the image, scaled to its own [min, max]) on top."""
+    img = _as_hwc(image).clip(0, 1)
+    h, w = img.shape[:2]
+    heat = np.asarray(heat, dtype=np.float64)
+    span = heat.max() - heat.min()
+    ax.imshow(img, cmap="gray")
+    ax.imshow((heat - heat.min()) / span if span > 0 else np.zeros_like(heat), cmap=cmap, alpha=alpha, extent=(0, w, h, 0), interpolation="bilinear", vmin=0, vmax=1)
+    ax.axis("off")
+
+
+def overlay_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], row_titles: Sequence[str], cmap: str = "inferno", alpha: float = 0.5, title: str = "") -> plt.Figure:
+    """Rows: images (R, C, H, W); first column the image, then one column per map (R, side, side)
+    overlaid with `cmap` at `alpha`, each map scaled to its own range."""
+    cols = 1 + len(maps)
+    fig, axes = plt.subplots(len(images), cols, figsize=(1.9 * cols, 1.9 * len(images) + 0.6), squeeze=False)
+    for r, image in enumerate(images):
+        axes[r, 0].imshow(_as_hwc(image).clip(0, 1), cmap="gray")
+        axes[r, 0].axis("off")
+        axes[r, 0].set_title(row_titles[r], fontsize=7)
+        for c, (name, m) in enumerate(maps.items(), start=1):
+            _overlay(axes[r, c], image, m[r], cmap, alpha)
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def panel_grid(panels: Mapping[str, np.ndarray], ncols: int, cmap: str = "inferno", vmin: float | None = None, vmax: float | None = None, title: str = "", colorbar: str = "") -> plt.Figure:
+    """Small titled heat maps in a grid (e.g. one per layer and head), one shared colour scale."""
+    n = len(panels)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    values = np.concatenate([np.ravel(p) for p in panels.values()])
+    lo, hi = (values.min() if vmin is None else vmin), (values.max() if vmax is None else vmax)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.25 * ncols + 1, 1.25 * nrows + 0.6), squeeze=False)
+    im = None
+    for ax, (name, p) in zip(axes.flat, panels.items()):
+        im = ax.imshow(p, cmap=cmap, vmin=lo, vmax=hi)
+        ax.set_title(name, fontsize=6)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.colorbar(im, ax=axes, fraction=0.02, label=colorbar)
+    return fig
+
+
+def matrix_figure(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], title: str = "", cmap: str = "viridis", colorbar: str = "", annotate: bool = True) -> plt.Figure:
+    """A labelled matrix of numbers (e.g. entropy per layer and head), values annotated."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    r, c = matrix.shape
+    fig, ax = plt.subplots(figsize=(0.55 * c + 2.5, 0.45 * r + 1.8))
+    im = ax.imshow(matrix, cmap=cmap, aspect="auto")
+    if annotate:
+        mid = (matrix.max() + matrix.min()) / 2
+        for i in range(r):
+            for j in range(c):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white" if matrix[i, j] < mid else "black")
+    ax.set_xticks(range(c), col_labels, fontsize=7)
+    ax.set_yticks(range(r), row_labels, fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046, label=colorbar)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def titled_images(images: np.ndarray, titles: Sequence[str], ncols: int = 6, title: str = "") -> plt.Figure:
+    """(N, C, H, W) in [0, 1], each with its own title (e.g. a mask and the score under it)."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.1 * nrows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, t in zip(axes.flat, images, titles):
+        ax.imshow(_as_hwc(image).clip(0, 1), cmap="gray")
+        ax.set_title(t, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

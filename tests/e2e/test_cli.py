@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import pytest
 from cli import run_cli
+from formats import write_image_folder
+from tiny_models import save_tiny_vit
 from wandb_reader import read_run
 
 SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200", "logger=wandb")
@@ -97,7 +100,9 @@ BAD = {
     "latent_dim 0": (["model.latent_dim=0"], "model.latent_dim"),
     "negative batch size": (["data.batch_size=-8"], "data.batch_size"),
     "missing data": (["data.root=/nonexistent", "data.fallback_roots=[]", "data.download=false"], "data.root"),
-    "task not built yet": (["task=vit"], "task=vit"),
+    "vit hub model offline": (["task=vit", "data.synthetic=true"], "model.name=google/vit-base-patch16-224"),
+    "vit no readable image": (["task=vit", "data.paths=[/nonexistent/heron.jpg]"], "no readable image in data.paths"),
+    "vit no images given": (["task=vit"], "data.paths"),
 }
 
 
@@ -206,3 +211,69 @@ def test_clip_run_with_a_tiny_saved_model(tmp_path):
     history = {k: v for row in read_run(wandb_file)["history"] for k, v in row.items()}
     assert history["zeroshot/by_template_set/_type"] == "table-file"
     assert history["gap/norm"] == pytest.approx(m["gap/norm"])
+
+
+VIT_FIGURES = {
+    "predictions_batch_0.png", "attention_heads_0.png", "attention_heads_1.png", "attention_fused_0.png", "attention_fused_1.png",
+    "attention_head_entropy.png", "attention_head_correlation.png", "rollout_maps.png", "masking_deletion_curves.png", "masking_examples.png",
+}  # fmt: skip
+
+
+def test_vit_run_on_a_folder_of_images_with_a_tiny_saved_model(tmp_path):
+    save_tiny_vit(tmp_path / "tiny-vit")
+    write_image_folder(tmp_path / "photos")
+    proc = run_cli(tmp_path, "task=vit", f"model.name={tmp_path / 'tiny-vit'}", "data.root=photos", "data.image_size=48", "logger=wandb",
+                   "analysis.masking.trials=2", "analysis.masking.fractions=[0,0.25,0.5,1]")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = tmp_path.glob("logs/vit/runs/*")
+    for bad in ("fake.jpg", "notes.txt", "truncated.jpg"):
+        assert bad in proc.stderr + proc.stdout  # warned by name
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert m["predictions/images"] == 7 and m["data/skipped_files"] == 3 and m["masking/images"] == 7
+    assert m["masking/random/agreement@0"] == 1.0  # nothing masked: the unmasked prediction itself
+    curves = (run / "tables" / "masking_curves.csv").read_text().splitlines()
+    assert len(curves) == 1 + 4 * 2 + 2 * 4 + 4  # random (4 fractions x 2 trials), most/least first, 4 structured masks
+    for key in ("masking/random/agreement_auc", "masking/most_attended_first/agreement_auc", "masking/least_attended_first/agreement_auc", "masking/structured/centre/agreement"):
+        assert 0 <= m[key] <= 1, key
+    for key in ("rollout/entropy", "attention/layer_2/entropy"):  # nats over the 4x4 grid of the 32 px model
+        assert 0 < m[key] <= math.log(16) + 1e-6, key
+    assert -1 <= m["attention/layer_1/head_correlation"] <= 1
+    assert not any(k.startswith(("probe/", "test/acc")) or "accuracy" in k for k in m)  # no labels: agreement only
+    assert {p.name for p in (run / "figures").glob("*.png")} == VIT_FIGURES
+    table = (run / "tables" / "predictions_top_k.csv").read_text().splitlines()
+    assert table[0] == "image,true_class,top1_label,top1_prob,top_k" and len(table) == 8
+    assert "truncated.jpg" in (run / "tables" / "data_skipped_files.csv").read_text()
+    (wandb_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    history = {k: v for row in read_run(wandb_file)["history"] for k, v in row.items()}
+    assert history["masking/random/agreement_auc"] == pytest.approx(m["masking/random/agreement_auc"])
+    assert history["masking/curves/_type"] == "table-file" and history["rollout/maps/_type"] == "images/separated"
+
+
+def test_vit_run_on_labelled_synthetic_data_scores_against_labels(tmp_path):
+    save_tiny_vit(tmp_path / "tiny-vit")
+    proc = run_cli(tmp_path, "task=vit", "data=cifar10", "debug=smoke", f"model.name={tmp_path / 'tiny-vit'}", "model.class_map=identity",
+                   "data.eval_batch_size=16", "analysis.masking.trials=1", "analysis.rollout.target_class=3", "analysis.probe.train_images=100")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = tmp_path.glob("logs/vit/runs/*")
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert m["masking/images"] == 32  # two test batches of 16 (debug=smoke)
+    for key in ("test/acc", "test/top5_acc", "masking/random/accuracy_auc", "masking/most_attended_first/accuracy_auc",
+                "masking/structured/border/accuracy", "probe/cls/test_acc", "probe/patch_mean/test_acc", "probe/cls/train_acc"):  # fmt: skip
+        assert 0 <= m[key] <= 1, key
+    assert m["test/top5_acc"] >= m["test/acc"]
+    probe = (run / "tables" / "probe_linear.csv").read_text().splitlines()
+    assert probe[0] == "features,train_images,test_images,train_acc,test_acc" and probe[1].startswith("cls,100,32,")
+    assert {p.name for p in (run / "figures").glob("*.png")} == VIT_FIGURES | {"predictions_batch_1.png"}  # a figure per batch
+    (wandb_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    logged = read_run(wandb_file)
+    history = {k: v for row in logged["history"] for k, v in row.items()}
+    assert history["test/acc"] == pytest.approx(m["test/acc"]) and history["probe/linear/_type"] == "table-file"
+    assert history["masking/random/accuracy_auc"] == pytest.approx(m["masking/random/accuracy_auc"])
+
+
+def test_vit_class_map_must_cover_the_data_sets_classes(tmp_path):
+    save_tiny_vit(tmp_path / "tiny-vit")
+    start = time.time()
+    proc = run_cli(tmp_path, "task=vit", "data=cifar10", "data.synthetic=true", f"model.name={tmp_path / 'tiny-vit'}", "+model.class_map.airplane=[0]", "logger=none")
+    assert proc.returncode == 2 and time.time() - start < 60
+    assert "model.class_map must name each data-set class once" in proc.stderr and "Traceback" not in proc.stderr
