@@ -49,15 +49,17 @@ def image_grid(images: np.ndarray, ncols: int, title: str = "") -> plt.Figure:
     return fig
 
 
-def curves(history: Mapping[str, Mapping[str, Sequence[float]]], title: str = "", x: Sequence[float] | None = None, xlabel: str = "epoch") -> plt.Figure:
+def curves(history: Mapping[str, Mapping[str, Sequence[float]]], title: str = "", x: Sequence[float] | None = None, xlabel: str = "epoch", ylim: tuple[float, float] | None = None) -> plt.Figure:
     """One panel per quantity; in each, one line per split. history[quantity][split] = values per
-    epoch (or at the given x)."""
+    epoch (or at the given x). `ylim`: a fixed y range (e.g. (0, 1) for proportions)."""
     fig, axes = plt.subplots(1, len(history), figsize=(4 * len(history), 3.2), squeeze=False)
     for ax, (quantity, by_split) in zip(axes[0], history.items()):
         for split, values in by_split.items():
             ax.plot(np.arange(1, len(values) + 1) if x is None else x, values, marker="o", ms=3, label=split)
         ax.set_title(quantity)
         ax.set_xlabel(xlabel)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)

@@ -323,16 +323,16 @@ class PatchMasking(Callback):
         for measure, (counts, label) in measures.items():
             value = {k: v / self.count for k, v in counts.items()}
             random = np.array([[value[("random", f, t)] for t in range(self.trials)] for f in self.fractions])  # (fractions, trials)
-            lines = {f"random (mean of {self.trials})": random.mean(1).tolist()}
-            numbers[f"masking/random/{measure}_auc"] = A.deletion_auc(self.fractions, random.mean(1))
+            auc = numbers[f"masking/random/{measure}_auc"] = A.deletion_auc(self.fractions, random.mean(1))
+            lines = {f"random (mean of {self.trials}), AUC {auc:.3f}": random.mean(1).tolist()}
             for i, f in enumerate(self.fractions):
                 rows += [[measure, "random", f, t, float(random[i, t])] for t in range(self.trials)]
                 numbers[f"masking/random/{measure}@{f:g}"] = float(random[i].mean())
             if self.saliency:
                 for curve in ("most_attended_first", "least_attended_first"):
                     ys = [value[(curve, f, 0)] for f in self.fractions]
-                    lines[curve.replace("_", " ")] = ys
-                    numbers[f"masking/{curve}/{measure}_auc"] = A.deletion_auc(self.fractions, ys)
+                    auc = numbers[f"masking/{curve}/{measure}_auc"] = A.deletion_auc(self.fractions, ys)
+                    lines[f"{curve.replace('_', ' ')}, AUC {auc:.3f}"] = ys
                     rows += [[measure, curve, f, 0, y] for f, y in zip(self.fractions, ys)]
             for kind in self.structured:
                 numbers[f"masking/structured/{kind}/{measure}"] = value[("structured", kind, 0)]
@@ -340,7 +340,7 @@ class PatchMasking(Callback):
             curves_fig[label] = lines
         log_table(trainer, "masking/curves", ["measure", "curve", "fraction_masked", "trial", "value"], rows)
         title = f"patch masking, fill={self.fill}, {self.count} images; saliency order from attention rollout"
-        log_figure(trainer, "masking/deletion_curves", figures.curves(curves_fig, title=title, x=self.fractions, xlabel="fraction of patches masked"))
+        log_figure(trainer, "masking/deletion_curves", figures.curves(curves_fig, title=title, x=self.fractions, xlabel="fraction of patches masked", ylim=(-0.02, 1.02)))
         main = "accuracy" if self.labelled else "agreement"
         titles = [k + (f"\n{main} {numbers[f'masking/structured/{k}/{main}']:.3f}" if k in self.structured else "") for k in self.examples]
         log_figure(trainer, "masking/examples", figures.titled_images(np.stack(list(self.examples.values())), titles, ncols=6, title=f"masks on the first image (fill={self.fill}); structured masks with their {main} over all images"))
