@@ -28,6 +28,7 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
             row["status"] = result.get("status", "ok")
             row["wall_time_s"] = result.get("wall_time_s")
             row.update(result.get("metrics", {}))
+            row["_optimized"] = result.get("optimized_metric")
         else:
             failed = job_dir / "FAILED"
             row["status"] = "failed: " + failed.read_text().splitlines()[0] if failed.is_file() else "incomplete"
@@ -36,17 +37,18 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
-    """summary.csv (all metrics) and summary.md (test metrics) in the sweep folder."""
+    """summary.csv (all metrics) and summary.md (test metrics and the optimized metric) in the sweep folder."""
     rows = collect_jobs(sweep_dir)
     if not rows:
         return rows
     fixed = ["job", "status", "overrides", "wall_time_s"]
+    optimized = {r.pop("_optimized") for r in rows if r.get("_optimized")}
     metric_cols = sorted({k for r in rows for k in r} - set(fixed))
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fixed + metric_cols)
         writer.writeheader()
         writer.writerows(rows)
-    shown = fixed + [c for c in metric_cols if c.startswith("test/")]
+    shown = fixed + [c for c in metric_cols if c.startswith("test/") or c in optimized]  # the sweep's objective too
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for r in rows:
         cells = [_fmt(r.get(c)) for c in shown]
