@@ -38,6 +38,22 @@ def has_labels(outputs) -> bool:
     return outputs["dataset_scores"] is not None and bool((outputs["labels"] >= 0).all())
 
 
+def check_rollout_settings(head_fusion: str, discard_ratio: float, key: str) -> None:
+    if head_fusion not in A.HEAD_FUSIONS:
+        raise ValueError(f"{key}.head_fusion must be one of {list(A.HEAD_FUSIONS)}, got {head_fusion!r}")
+    if not 0 <= discard_ratio < 1:
+        raise ValueError(f"{key}.discard_ratio must lie in [0, 1), got {discard_ratio}")
+
+
+def rollout_maps(outputs, head_fusion: str, discard_ratio: float) -> torch.Tensor:
+    """(B, side, side) rollout maps of a test batch, computed once per setting and kept in the
+    batch's `outputs`, which every callback of that batch shares (rollout figures, masking order)."""
+    key = ("rollout", head_fusion, discard_ratio)
+    if key not in outputs:
+        outputs[key] = A.cls_map(A.attention_rollout(outputs["attentions"], head_fusion, discard_ratio))
+    return outputs[key]
+
+
 class _Quota:
     """How many of the test images (in order) an analysis still takes."""
 
@@ -58,7 +74,7 @@ class ViTPredictions(Callback):
         self.top_k, self.images_per_figure, self.max_figures = top_k, images_per_figure, max_figures
 
     def on_test_epoch_start(self, trainer, pl_module):
-        self.rows, self.figures, self.seen, self.hits = [], 0, 0, defaultdict(int)
+        self.rows, self.figures, self.seen, self.top_k_hits = [], 0, 0, None  # hits: an int once labels are mapped
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         probs = outputs["logits"].softmax(-1)
@@ -71,9 +87,8 @@ class ViTPredictions(Callback):
         mapped = has_labels(outputs)
         if mapped:
             scores = outputs["dataset_scores"]
-            for k in (1, self.top_k):
-                k_top = scores.topk(min(k, scores.shape[1]), dim=-1).indices
-                self.hits[k] += int((k_top == labels.view(-1, 1)).any(1).sum())
+            k_top = scores.topk(min(self.top_k, scores.shape[1]), dim=-1).indices
+            self.top_k_hits = (self.top_k_hits or 0) + int((k_top == labels.view(-1, 1)).any(1).sum())
             mapped_pred = scores.argmax(-1).tolist()
         titles = []
         for i in range(n):
@@ -91,14 +106,15 @@ class ViTPredictions(Callback):
         self.seen += n
 
     def on_test_epoch_end(self, trainer, pl_module):
-        columns = ["image", "true_class", "top1_label", "top1_prob", "top_k"] + (["predicted_class"] if self.hits else [])
+        mapped = self.top_k_hits is not None
+        columns = ["image", "true_class", "top1_label", "top1_prob", "top_k"] + (["predicted_class"] if mapped else [])
         log_table(trainer, "predictions/top_k", columns, self.rows)
         skipped = getattr(trainer.datamodule, "skipped", [])
         if skipped:
             log_table(trainer, "data/skipped_files", ["file", "reason"], [list(s) for s in skipped])
         numbers = {"predictions/images": float(self.seen), "data/skipped_files": float(len(skipped))}
-        if self.hits:
-            numbers[f"test/top{self.top_k}_acc"] = self.hits[self.top_k] / max(self.seen, 1)
+        if mapped:
+            numbers[f"test/top{self.top_k}_acc"] = self.top_k_hits / max(self.seen, 1)
         log_numbers(trainer, numbers)
 
 
@@ -183,10 +199,7 @@ class AttentionRollout(Callback):
         alpha: float = 0.5,
         max_images: int | None = 512,
     ):
-        if head_fusion not in A.HEAD_FUSIONS:
-            raise ValueError(f"analysis.rollout.head_fusion must be one of {list(A.HEAD_FUSIONS)}, got {head_fusion!r}")
-        if not 0 <= discard_ratio < 1:
-            raise ValueError(f"analysis.rollout.discard_ratio must lie in [0, 1), got {discard_ratio}")
+        check_rollout_settings(head_fusion, discard_ratio, "analysis.rollout")
         self.head_fusion, self.discard_ratio, self.gradient, self.target_class = head_fusion, discard_ratio, gradient, target_class
         self.num_images, self.colormap, self.alpha, self.max_images = num_images, colormap, alpha, max_images
         self.target: int | None = None
@@ -203,7 +216,7 @@ class AttentionRollout(Callback):
         n = self.quota.take(len(outputs["labels"]))
         if n == 0:
             return
-        rollout = A.cls_map(A.attention_rollout(outputs["attentions"][:, :n], self.head_fusion, self.discard_ratio))
+        rollout = rollout_maps(outputs, self.head_fusion, self.discard_ratio)[:n]
         self.entropy = self.entropy + float(A.attention_entropy(rollout.flatten(1)).sum())
         self.count += n
         k = min(n, self.num_images - len(self.rows))
@@ -264,6 +277,7 @@ class PatchMasking(Callback):
             raise ValueError(f"analysis.masking.structured: {unknown} not in {list(A.STRUCTURED_MASKS)}")
         if not isinstance(trials, int) or trials < 1:
             raise ValueError(f"analysis.masking.trials must be a positive integer, got {trials!r}")
+        check_rollout_settings(head_fusion, discard_ratio, "callbacks.patch_masking")  # the saliency order's rollout
         self.fractions, self.trials, self.fill, self.structured = sorted(float(f) for f in fractions), trials, fill, list(structured)
         self.saliency, self.head_fusion, self.discard_ratio, self.max_images, self.seed = saliency, head_fusion, discard_ratio, max_images, seed
 
@@ -304,7 +318,7 @@ class PatchMasking(Callback):
             if first:
                 self.examples[kind] = m[0].cpu().numpy()
         if self.saliency:
-            rollout = A.cls_map(A.attention_rollout(outputs["attentions"][:, :n], self.head_fusion, self.discard_ratio)).flatten(1).cpu()
+            rollout = rollout_maps(outputs, self.head_fusion, self.discard_ratio)[:n].flatten(1).cpu()
             for f in self.fractions:
                 for curve, most in (("most_attended_first", True), ("least_attended_first", False)):
                     m = masked(A.saliency_patch_mask(rollout, f, most_salient_first=most))

@@ -77,6 +77,8 @@ def test_masking_refuses_bad_settings():
         PatchMasking(fill="blur")
     with pytest.raises(ValueError, match="analysis.masking.structured"):
         PatchMasking(structured=["diagonal"])
+    with pytest.raises(ValueError, match="patch_masking.head_fusion"):
+        PatchMasking(head_fusion="median")  # the rollout that orders the saliency masks
 
 
 def test_attention_statistics_over_images(tmp_path):
