@@ -31,15 +31,15 @@ def load_vit(name: str):
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise FileNotFoundError(f"model.name={name} is a directory without config.json (write one with save_pretrained)")
-        source, offline = str(local), True
+        source, hub_down = str(local), False
     elif name.startswith(("/", ".", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"model.name={name}: no such directory")
     else:
-        source, offline = name, hub_offline()
+        source, hub_down = name, hub_offline()
     try:
         model = ViTForImageClassification.from_pretrained(source, attn_implementation="eager")
     except Exception as e:  # noqa: BLE001
-        why = "the hub is unreachable and no cached copy exists" if offline and source == name else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        why = "the hub is unreachable and no cached copy exists" if hub_down else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         raise RuntimeError(
             f"could not load model.name={name} ({why}). Offline: set model.name=DIR, a directory saved with "
             f"save_pretrained (config.json, model.safetensors, preprocessor_config.json)"

@@ -92,6 +92,11 @@ def test_hub_id_offline_fails_in_seconds_naming_the_key_and_the_local_option(mon
 def test_bad_local_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         ViTClassifier(str(tmp_path))
+    save_tiny_vit(tmp_path / "broken")
+    (tmp_path / "broken" / "model.safetensors").write_bytes(b"not a weights file")
+    with pytest.raises(RuntimeError) as err:  # the folder's own error, not a hub story
+        ViTClassifier(str(tmp_path / "broken"))
+    assert "hub is unreachable" not in str(err.value) and "model.name=" in str(err.value)
     with pytest.raises(FileNotFoundError, match="no such directory"):
         ViTClassifier(str(tmp_path / "missing"))
 
