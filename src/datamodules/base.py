@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+UNLABELLED = -1  # the label of an image without one (a user's own files)
+
 
 @dataclass
 class Split:
@@ -201,9 +203,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         return len(self.classes)
 
     def synthetic_split(self, n: int, seed: int) -> Split:
-        """Random images of the real shape and dtype, labels cycling over every class."""
+        """Random images of the real shape and dtype, labels cycling over every class (-1, no
+        label, for a data set without classes)."""
         g = torch.Generator().manual_seed(seed)
         images = torch.randint(0, 256, (n, *self.shape), generator=g, dtype=torch.uint8)
+        if not self.num_classes:
+            return Split(images, torch.full((n,), UNLABELLED, dtype=torch.long))
         labels = torch.arange(n) % self.num_classes
         return Split(images, labels[torch.randperm(n, generator=g)])
 

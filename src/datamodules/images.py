@@ -16,11 +16,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .base import InMemoryDataModule, Split
+from .base import UNLABELLED, InMemoryDataModule, Split
 
 log = logging.getLogger(__name__)
-
-UNLABELLED = -1
 
 
 def to_rgb(img):
@@ -86,7 +84,7 @@ class ImagesDataModule(InMemoryDataModule):
             raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
         super().__init__(root=root or "", download=False, synthetic=synthetic, synthetic_size=synthetic_size, val_size=0,
                          batch_size=eval_batch_size, eval_batch_size=eval_batch_size, on_device=on_device)  # fmt: skip
-        self.paths, self.root_dir, self.shape = list(paths or []), root, (3, image_size, image_size)
+        self.paths, self.shape = list(paths or []), (3, image_size, image_size)
         self.names: list[str] = []
         self.skipped: list[tuple[str, str]] = []
 
@@ -94,14 +92,13 @@ class ImagesDataModule(InMemoryDataModule):
         if self.splits:
             return
         if self.synthetic:
-            g = torch.Generator().manual_seed(self.split_seed)
-            images = torch.randint(0, 256, (self.synthetic_size, *self.shape), generator=g, dtype=torch.uint8)
-            self.names = [f"synthetic_{i}" for i in range(len(images))]
+            split = self.synthetic_split(self.synthetic_size, seed=self.split_seed)  # no classes: unlabelled
+            self.names = [f"synthetic_{i}" for i in range(len(split))]
         else:
-            if not self.paths and not self.root_dir:
+            if not self.paths and not self.root:
                 raise FileNotFoundError("data=images needs data.paths=[a.jpg,b.png] or data.root=DIR")
             arrays = []
-            for path in list_files(self.paths, self.root_dir):
+            for path in list_files(self.paths, self.root):
                 try:
                     arrays.append(read_image(path, self.shape[1]))
                     self.names.append(path.name)
@@ -111,10 +108,10 @@ class ImagesDataModule(InMemoryDataModule):
                     log.warning("skipped %s (%s)", path, reason)
             if not arrays:
                 raise FileNotFoundError(
-                    f"no readable image in data.paths={self.paths} / data.root={self.root_dir} ({len(self.skipped)} files skipped)"
+                    f"no readable image in data.paths={self.paths} / data.root={self.root or None} ({len(self.skipped)} files skipped)"
                 )
-            images = torch.from_numpy(np.stack(arrays))
-        self.splits = {"test": Split(images, torch.full((len(images),), UNLABELLED, dtype=torch.long))}
+            split = Split(torch.from_numpy(np.stack(arrays)), torch.full((len(arrays),), UNLABELLED, dtype=torch.long))
+        self.splits = {"test": split}
 
     def train_dataloader(self):
         raise RuntimeError("data=images has no training split: the vit task only evaluates")
