@@ -27,13 +27,30 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module = ClipZeroShot(name=args.model, pretrained=None).to(device)
-    dm = STL10DataModule(synthetic=True, synthetic_size=args.images, image_size=module.image_size, mean=[0.481, 0.458, 0.408], std=[0.269, 0.261, 0.276])
+    dm = STL10DataModule(
+        synthetic=True,
+        synthetic_size=args.images,
+        image_size=module.image_size,
+        mean=[0.481, 0.458, 0.408],
+        std=[0.269, 0.261, 0.276],
+    )
     images = dm.split("test").images
     names = list(dm.classes)
-    sets = [["a photo of a {}."], ["{}"], ["a photo of a {}, a type of object or animal"], ["a photo of the {}."], ["itap of a {}."]][: args.template_sets]
+    sets = [
+        ["a photo of a {}."],
+        ["{}"],
+        ["a photo of a {}, a type of object or animal"],
+        ["a photo of the {}."],
+        ["itap of a {}."],
+    ][: args.template_sets]
 
     def encode_all() -> torch.Tensor:
-        return torch.cat([module.encode_images(dm.transform(images[i : i + args.batch_size].to(device))) for i in range(0, len(images), args.batch_size)])
+        return torch.cat(
+            [
+                module.encode_images(dm.transform(images[i : i + args.batch_size].to(device)))
+                for i in range(0, len(images), args.batch_size)
+            ]
+        )
 
     def classify(z: torch.Tensor, templates) -> torch.Tensor:
         t = torch.from_numpy(module.encode_texts([tpl.format(c) for c in names for tpl in templates])).to(device)
@@ -50,7 +67,10 @@ def main() -> None:
         classify(z, templates)
     cached_s = time.perf_counter() - start
     n = len(images) * len(sets)
-    print(f"device={device} threads={torch.get_num_threads()} model={args.model} images={len(images)} template sets={len(sets)}")
+    print(
+        f"device={device} threads={torch.get_num_threads()} "
+        f"model={args.model} images={len(images)} template sets={len(sets)}"
+    )
     print(f"re-encoding per template set (seed): {seed_s:7.2f} s  {n / seed_s:8.1f} img/s evaluated")
     print(f"embeddings cached (framework):       {cached_s:7.2f} s  {n / cached_s:8.1f} img/s evaluated")
     print(f"speed-up: {seed_s / cached_s:.2f}x")

@@ -33,7 +33,13 @@ def seed_style(arch: str, images: torch.Tensor, labels: torch.Tensor, size: int,
     from torchvision import transforms
 
     class PILImages(Dataset):  # what torchvision's CIFAR10 hands a transform: one PIL image
-        tf = transforms.Compose([transforms.Resize(size), transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+        tf = transforms.Compose(
+            [
+                transforms.Resize(size),
+                transforms.ToTensor(),
+                transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            ]
+        )
 
         def __len__(self):
             return len(labels)
@@ -57,7 +63,9 @@ def seed_style(arch: str, images: torch.Tensor, labels: torch.Tensor, size: int,
     return time.perf_counter() - start
 
 
-def framework(arch: str, n: int, size: int, batch: int, device: str, finetune: str, cache: bool = True, epochs: int = 1) -> float:
+def framework(
+    arch: str, n: int, size: int, batch: int, device: str, finetune: str, cache: bool = True, epochs: int = 1
+) -> float:
     import lightning.pytorch as pl
 
     from models import ResNetClassifier
@@ -72,10 +80,17 @@ def framework(arch: str, n: int, size: int, batch: int, device: str, finetune: s
     model = ResNetClassifier(arch=arch, weights=None, finetune=finetune, cache_features=cache)
     gpu = device == "cuda"
     trainer = pl.Trainer(
-        accelerator="gpu" if gpu else "cpu", devices=1, precision="bf16-mixed" if gpu else "32-true", max_epochs=epochs,
-        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        precision="bf16-mixed" if gpu else "32-true",
+        max_epochs=epochs,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     if gpu:
@@ -96,21 +111,33 @@ def main() -> None:
     dm = synthetic(args.images)
     train = dm.synthetic_split(args.images, seed=0)
     n = args.images
-    print(f"device={torch.cuda.get_device_name() if gpu else 'cpu'} threads={torch.get_num_threads()} arch={args.arch} {args.image_size}px images={n}")
+    print(
+        f"device={torch.cuda.get_device_name() if gpu else 'cpu'} "
+        f"threads={torch.get_num_threads()} arch={args.arch} {args.image_size}px images={n}"
+    )
 
     framework(args.arch, min(n, 4 * args.batch_size), args.image_size, args.batch_size, device, "full")  # warm-up
     seed_s = seed_style(args.arch, train.images, train.labels, args.image_size, device)
     full_s = framework(args.arch, n, args.image_size, args.batch_size, device, "full")
     print(f"full fine-tune, seed-style (PIL per image, fp32, batch 32): {seed_s:8.2f} s {n / seed_s:9.1f} img/s")
-    print(f"full fine-tune, framework (batch {args.batch_size}{', bf16, channels_last' if gpu else ''}): {full_s:8.2f} s {n / full_s:9.1f} img/s")
+    print(
+        f"full fine-tune, framework (batch {args.batch_size}{', bf16, channels_last' if gpu else ''}): "
+        f"{full_s:8.2f} s {n / full_s:9.1f} img/s"
+    )
     print(f"  ratio framework / seed-style: {seed_s / full_s:.2f}x")
     same_batch = framework(args.arch, n, args.image_size, 32, device, "full")  # the input pipeline alone
-    print(f"full fine-tune, framework at the seed's batch 32: {same_batch:8.2f} s {n / same_batch:9.1f} img/s  ratio {seed_s / same_batch:.2f}x")
+    print(
+        f"full fine-tune, framework at the seed's batch 32: {same_batch:8.2f} "
+        f"s {n / same_batch:9.1f} img/s  ratio {seed_s / same_batch:.2f}x"
+    )
 
     e = args.head_epochs
     uncached = framework(args.arch, n, args.image_size, args.batch_size, device, "head", cache=False, epochs=e)
     cached = framework(args.arch, n, args.image_size, args.batch_size, device, "head", cache=True, epochs=e)
-    print(f"head only, {e} epochs, uncached: {uncached:8.2f} s   cached features (incl. computing them once): {cached:8.2f} s   ratio {uncached / cached:.2f}x")
+    print(
+        f"head only, {e} epochs, uncached: {uncached:8.2f} s   cached features (incl. "
+        f"computing them once): {cached:8.2f} s   ratio {uncached / cached:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -55,14 +55,22 @@ def framework_epoch(device: str, epochs: int) -> tuple[float, int]:
     from datamodules import FashionMNISTDataModule
     from models import VAEModule
 
-    dm = FashionMNISTDataModule(root="/nonexistent", fallback_roots=[str(DEBIAN)], download=False, val_size=5000, batch_size=128)
+    dm = FashionMNISTDataModule(
+        root="/nonexistent", fallback_roots=[str(DEBIAN)], download=False, val_size=5000, batch_size=128
+    )
     dm.setup()
     torch.manual_seed(0)
     module = VAEModule(latent_dim=2, kl_anneal_epochs=0)
     trainer = pl.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=epochs, limit_val_batches=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        max_epochs=epochs,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     if device == "cuda":
@@ -90,7 +98,10 @@ def main() -> None:
     images = n * args.epochs
     print(f"device={args.device} threads={torch.get_num_threads()} images={images} ({args.epochs} epoch(s) of {n})")
     print(f"seed-style loop (PIL per image, DataLoader, 0 workers): {seed_s:8.2f} s  {images / seed_s:9.0f} img/s")
-    print(f"framework (uint8 tensor, per-batch transforms, Lightning): {framework_s:8.2f} s  {images / framework_s:9.0f} img/s")
+    print(
+        "framework (uint8 tensor, per-batch transforms, Lightning): "
+        f"{framework_s:8.2f} s  {images / framework_s:9.0f} img/s"
+    )
     print(f"speed-up: {seed_s / framework_s:.2f}x")
 
 

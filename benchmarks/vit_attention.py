@@ -68,7 +68,9 @@ def main() -> None:
                     x = x.clone().requires_grad_(True)
                     out = module(x, output_attentions=True)
                     g = torch.autograd.grad(out.logits[0].max(), out.attentions)
-                reference_rollout(torch.stack([(a * b).clamp(min=0) for a, b in zip(out.attentions, g)]).detach())
+                reference_rollout(
+                    torch.stack([(a * b).clamp(min=0) for a, b in zip(out.attentions, g, strict=False)]).detach()
+                )
             else:
                 with torch.no_grad():
                     out = module(x, output_attentions=True)
@@ -88,12 +90,14 @@ def main() -> None:
     rows = {}
     for gradient in (False, True):
         what = "attentions + rollout" + (" + gradient rollout" if gradient else "")
-        rows[(what, "seed loop (fp32, 1 image)")] = timed(lambda: seed_loop(gradient), device)
-        rows[(what, "framework, 1 image")] = timed(lambda: framework(1, gradient), device)
-        rows[(what, f"framework, batch {bs}")] = timed(lambda: framework(bs, gradient), device)
+        rows[(what, "seed loop (fp32, 1 image)")] = timed(lambda g=gradient: seed_loop(g), device)
+        rows[(what, "framework, 1 image")] = timed(lambda g=gradient: framework(1, g), device)
+        rows[(what, f"framework, batch {bs}")] = timed(lambda g=gradient: framework(bs, g), device)
     att = module.infer(module.pixels(images[:bs]))["attentions"]
     only = {
-        "rollout only, per image loop": timed(lambda: [reference_rollout(att[:, i : i + 1]) for i in range(bs)], device),
+        "rollout only, per image loop": timed(
+            lambda: [reference_rollout(att[:, i : i + 1]) for i in range(bs)], device
+        ),
         f"rollout only, batched ({bs})": timed(lambda: A.attention_rollout(att), device),
     }
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu, {torch.get_num_threads()} threads"

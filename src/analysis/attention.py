@@ -131,13 +131,24 @@ def structured_patch_mask(kind: str, side: int = 14) -> torch.Tensor:
     return masks[kind].reshape(-1)
 
 
-def apply_patch_mask(images: torch.Tensor, mask: torch.Tensor, patch_size: int, fill: str = "zero", generator: torch.Generator | None = None) -> torch.Tensor:
+def apply_patch_mask(
+    images: torch.Tensor,
+    mask: torch.Tensor,
+    patch_size: int,
+    fill: str = "zero",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Fill the masked patches of (B, C, H, W) images in [0, 1] pixel space (before normalising):
     `zero`, `mean` (each image's mean colour) or `noise` (uniform). mask: (B, n) or (n,)."""
     b, ch, h, w = images.shape
     side_h, side_w = h // patch_size, w // patch_size
     mask = mask.expand(b, -1) if mask.ndim == 1 else mask
-    pixel = mask.view(b, 1, side_h, side_w).repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3).to(images.device)
+    pixel = (
+        mask.view(b, 1, side_h, side_w)
+        .repeat_interleave(patch_size, 2)
+        .repeat_interleave(patch_size, 3)
+        .to(images.device)
+    )
     if fill == "zero":
         value = torch.zeros_like(images)
     elif fill == "mean":

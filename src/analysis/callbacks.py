@@ -8,8 +8,8 @@ writes metrics.json.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning.pytorch as pl
 import matplotlib.pyplot as plt
@@ -113,23 +113,37 @@ class VAEFigures(Callback):
         labels = torch.cat(self.labels)[: self.num_points].numpy()
         names = class_names(trainer, int(labels.max()) + 1)
         originals, recons = self.first
-        log_figure(trainer, "vae/reconstructions", figures.image_rows({"test images": originals.numpy(), "reconstructions (posterior mean)": recons.numpy()}))
+        log_figure(
+            trainer,
+            "vae/reconstructions",
+            figures.image_rows({"test images": originals.numpy(), "reconstructions (posterior mean)": recons.numpy()}),
+        )
 
         g = torch.Generator().manual_seed(self.seed)
         shape = (self.num_images, vae.latent_dim)
-        priors = {name: embedding.sample_prior(kind, shape, g) for name, kind in (("N(0, I)", "gaussian"), ("Laplace(0, 1)", "laplace"))}
-        decoded = {f"samples from {k}": vae.decode(v.to(pl_module.device)).float().cpu().numpy() for k, v in priors.items()}
+        priors = {
+            name: embedding.sample_prior(kind, shape, g)
+            for name, kind in (("N(0, I)", "gaussian"), ("Laplace(0, 1)", "laplace"))
+        }
+        decoded = {
+            f"samples from {k}": vae.decode(v.to(pl_module.device)).float().cpu().numpy() for k, v in priors.items()
+        }
         log_figure(trainer, "vae/samples", figures.image_rows(decoded, title="decoded prior samples"))
 
         points = embedding.project_2d(z, self.projection, seed=self.seed)
         how = "latent means" if z.shape[1] <= 2 else f"latent means, {self.projection.upper()} of {z.shape[1]}-D"
         axes = ("z1", "z2") if z.shape[1] <= 2 else (f"{self.projection} 1", f"{self.projection} 2")
-        log_figure(trainer, "vae/latent_space", figures.scatter_by_class(points, labels, names, title=f"test set: {how}", axis_labels=axes))
+        log_figure(
+            trainer,
+            "vae/latent_space",
+            figures.scatter_by_class(points, labels, names, title=f"test set: {how}", axis_labels=axes),
+        )
 
         if vae.latent_dim == 2:
             grid = torch.from_numpy(embedding.latent_grid(self.latent_grid_size, self.latent_grid_quantile)).float()
             images = vae.decode(grid.to(pl_module.device)).float().cpu().numpy()
-            title = f"decoded latent grid, {self.latent_grid_quantile:g}-{1 - self.latent_grid_quantile:g} quantiles of N(0, 1)"
+            q = self.latent_grid_quantile
+            title = f"decoded latent grid, {q:g}-{1 - q:g} quantiles of N(0, 1)"
             log_figure(trainer, "vae/latent_grid", figures.image_grid(images, self.latent_grid_size, title=title))
 
         numbers = {"test/latent_silhouette": embedding.silhouette(z, labels, seed=self.seed)}
@@ -148,7 +162,9 @@ def class_names(trainer: pl.Trainer, n: int) -> list[str]:
     return names if len(names) >= n else [str(c) for c in range(n)]
 
 
-def test_batches(trainer: pl.Trainer, pl_module: pl.LightningModule, max_images: int | None = None, split: str = "test"):
+def test_batches(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, max_images: int | None = None, split: str = "test"
+):
     """(transformed images, labels) on the model's device, from the start of a split (test)."""
     dm = trainer.datamodule
     seen = 0
@@ -195,8 +211,19 @@ class ClassificationReport(Callback):
         names = class_names(trainer, len(matrix))
         per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
         log_figure(trainer, "test/confusion_matrix", figures.confusion_figure(matrix, names, title="test set"))
-        log_numbers(trainer, {f"test/acc_{n.replace(' ', '_').replace('/', '_')}": float(a) for n, a in zip(names, per_class)})
-        log_table(trainer, "test/per_class_accuracy", ["class", "accuracy", "images"], [[n, float(a), int(c)] for n, a, c in zip(names, per_class, matrix.sum(1))])
+        log_numbers(
+            trainer,
+            {
+                f"test/acc_{n.replace(' ', '_').replace('/', '_')}": float(a)
+                for n, a in zip(names, per_class, strict=False)
+            },
+        )
+        log_table(
+            trainer,
+            "test/per_class_accuracy",
+            ["class", "accuracy", "images"],
+            [[n, float(a), int(c)] for n, a, c in zip(names, per_class, matrix.sum(1), strict=False)],
+        )
 
 
 def log_table(trainer: pl.Trainer, key: str, columns: list[str], rows: list[list]) -> None:
@@ -218,7 +245,13 @@ class LesionSweep(Callback):
     turn, and with k random blocks dropped for k = 0..N, with no retraining. Needs a module with
     `residual_block_names()` and `ablated(blocks, mode)` (models.ResNetClassifier)."""
 
-    def __init__(self, num_images: int | None = 2000, random_trials: int = 3, k_values: Sequence[int] | None = None, seed: int = 0):
+    def __init__(
+        self,
+        num_images: int | None = 2000,
+        random_trials: int = 3,
+        k_values: Sequence[int] | None = None,
+        seed: int = 0,
+    ):
         self.num_images, self.random_trials, self.k_values, self.seed = num_images, random_trials, k_values, seed
 
     def on_test_end(self, trainer, pl_module):
@@ -239,11 +272,27 @@ class LesionSweep(Callback):
             k_acc.append(accs)
         projection = pl_module.run_info.get("projection_blocks", [])
         chance = 1 / trainer.datamodule.num_classes
-        log_figure(trainer, "lesion/sweep", figures.lesion_figure(single, baseline, projection, names, k_values, k_acc, chance))
-        log_table(trainer, "lesion/single_block", ["block", "module", "projection", "test_acc"], [[i, names[i], i in projection, a] for i, a in enumerate(single)])
-        log_table(trainer, "lesion/random_k", ["k", "mean_acc", "min_acc", "max_acc", "trials"], [[k, float(np.mean(a)), min(a), max(a), len(a)] for k, a in zip(k_values, k_acc)])
+        log_figure(
+            trainer, "lesion/sweep", figures.lesion_figure(single, baseline, projection, names, k_values, k_acc, chance)
+        )
+        log_table(
+            trainer,
+            "lesion/single_block",
+            ["block", "module", "projection", "test_acc"],
+            [[i, names[i], i in projection, a] for i, a in enumerate(single)],
+        )
+        log_table(
+            trainer,
+            "lesion/random_k",
+            ["k", "mean_acc", "min_acc", "max_acc", "trials"],
+            [[k, float(np.mean(a)), min(a), max(a), len(a)] for k, a in zip(k_values, k_acc, strict=False)],
+        )
         identity = [a for i, a in enumerate(single) if i not in projection]
-        numbers = {"lesion/intact_acc": baseline, "lesion/mean_single_drop_acc": float(np.mean(single)), "lesion/worst_single_drop_acc": float(min(single))}
+        numbers = {
+            "lesion/intact_acc": baseline,
+            "lesion/mean_single_drop_acc": float(np.mean(single)),
+            "lesion/worst_single_drop_acc": float(min(single)),
+        }
         if identity:
             numbers["lesion/mean_identity_drop_acc"] = float(np.mean(identity))
         log_numbers(trainer, numbers)
@@ -254,7 +303,15 @@ class DepthFeatures(Callback):
     images; PCA to 50 dims, then t-SNE (or UMAP/PCA) per depth in one grid figure; silhouette
     and kNN accuracy per depth (in the PCA-50 space) as numbers, so clustering by depth is measured."""
 
-    def __init__(self, num_images: int = 2000, projection: str = "tsne", pca_dims: int = 50, knn_k: int = 5, knn_folds: int = 5, seed: int = 0):
+    def __init__(
+        self,
+        num_images: int = 2000,
+        projection: str = "tsne",
+        pca_dims: int = 50,
+        knn_k: int = 5,
+        knn_folds: int = 5,
+        seed: int = 0,
+    ):
         if projection not in ("pca", "tsne", "umap"):
             raise ValueError(f"callbacks.depth_features.projection must be pca, tsne or umap, got {projection!r}")
         self.num_images, self.projection, self.pca_dims = num_images, projection, pca_dims

@@ -68,7 +68,9 @@ def modality_separability(image: np.ndarray, text: np.ndarray, folds: int = 5, s
     return float(cross_val_score(clf, x, y, cv=folds).mean())
 
 
-def shift_along_gap(image: np.ndarray, text: np.ndarray, lam: float, direction: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def shift_along_gap(
+    image: np.ndarray, text: np.ndarray, lam: float, direction: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Liang et al.'s gap-shift: move images by -lam/2 and texts by +lam/2 times the gap vector,
     then renormalise. lam = 0 leaves both; lam = 1 moves them about onto each other's centre."""
     g = gap_vector(image, text) if direction is None else direction

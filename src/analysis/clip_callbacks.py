@@ -7,7 +7,7 @@ tables/*.csv and W&B, every figure to figures/*.png and W&B.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from lightning.pytorch.callbacks import Callback
@@ -30,12 +30,22 @@ class ClipAnalyses(Callback):
         seed: int = 0,
     ):
         if pair_template not in templates:
-            raise ValueError(f"callbacks.clip_analyses.pair_template={pair_template!r} is not one of the template sets {list(templates)}")
+            raise ValueError(
+                f"callbacks.clip_analyses.pair_template={pair_template!r} "
+                f"is not one of the template sets {list(templates)}"
+            )
         if procrustes_fit_split not in ("train", "test"):
-            raise ValueError(f"callbacks.clip_analyses.procrustes_fit_split must be train or test, got {procrustes_fit_split!r}")
+            raise ValueError(
+                f"callbacks.clip_analyses.procrustes_fit_split must be train or test, got {procrustes_fit_split!r}"
+            )
         self.templates = {k: list(v) for k, v in templates.items()}
         self.pair_template, self.gap_lambdas = pair_template, list(gap_lambdas)
-        self.fit_split, self.tsne_pairs, self.projections, self.seed = procrustes_fit_split, tsne_pairs, list(projections), seed
+        self.fit_split, self.tsne_pairs, self.projections, self.seed = (
+            procrustes_fit_split,
+            tsne_pairs,
+            list(projections),
+            seed,
+        )
 
     def class_embeddings(self, pl_module, names: list[str], templates: list[str]) -> np.ndarray:
         """(classes, D): the ensemble of `templates` per class (one template: that prompt)."""
@@ -57,10 +67,16 @@ class ClipAnalyses(Callback):
             per_class = C.per_class_accuracy(preds_by_set[set_name], labels, len(names))
             rows.append([set_name, len(templates), m["top1"], m["top5"], m["balanced_acc"], *per_class.tolist()])
             numbers.update({f"zeroshot/{set_name}/{k}": v for k, v in m.items()})
-        log_table(trainer, "zeroshot/by_template_set", ["templates", "prompts", "top1", "top5", "balanced_acc", *names], rows)
+        log_table(
+            trainer, "zeroshot/by_template_set", ["templates", "prompts", "top1", "top5", "balanced_acc", *names], rows
+        )
         classes, preds = classes_by_set[self.pair_template], preds_by_set[self.pair_template]
         cm = confusion_matrix(labels, preds, labels=range(len(names)))
-        log_figure(trainer, "zeroshot/confusion_matrix", figures.confusion_figure(cm, names, title=f"zero-shot, templates: {self.pair_template}"))
+        log_figure(
+            trainer,
+            "zeroshot/confusion_matrix",
+            figures.confusion_figure(cm, names, title=f"zero-shot, templates: {self.pair_template}"),
+        )
         numbers["zeroshot/best_top1"] = max(r[2] for r in rows)
 
         # the modality gap: each image against its class prompt (the paired text)
@@ -74,8 +90,22 @@ class ClipAnalyses(Callback):
             _, shifted_classes = C.shift_along_gap(img, classes, lam, direction)
             gaps.append(C.modality_gap(shifted_img, shifted_classes[labels]))
             accs.append(C.classification_metrics(C.zero_shot_scores(shifted_img, shifted_classes), labels)["top1"])
-        log_table(trainer, "gap/shift", ["lambda", "gap", "zeroshot_top1"], [[l, g, a] for l, g, a in zip(self.gap_lambdas, gaps, accs)])
-        log_figure(trainer, "gap/shift", figures.curves({"modality gap": {"gap": gaps}, "zero-shot top-1": {"accuracy": accs}}, title="shift along the gap direction", x=self.gap_lambdas, xlabel="lambda"))
+        log_table(
+            trainer,
+            "gap/shift",
+            ["lambda", "gap", "zeroshot_top1"],
+            [[lam, g, a] for lam, g, a in zip(self.gap_lambdas, gaps, accs, strict=False)],
+        )
+        log_figure(
+            trainer,
+            "gap/shift",
+            figures.curves(
+                {"modality gap": {"gap": gaps}, "zero-shot top-1": {"accuracy": accs}},
+                title="shift along the gap direction",
+                x=self.gap_lambdas,
+                xlabel="lambda",
+            ),
+        )
 
         # Procrustes image -> paired text, fitted on the train split (or, on request, the test set)
         fit_img, fit_labels = pl_module.embed_split("train") if self.fit_split == "train" else (img, labels)
@@ -88,11 +118,15 @@ class ClipAnalyses(Callback):
             key = f"{tag}/{'centred' if center else 'uncentred'}"
             after_preds = C.zero_shot_scores(mapped, classes).argmax(1)
             test = C.mcnemar(preds == labels, after_preds == labels)
-            numbers.update({
-                f"{key}/top1_before": before, f"{key}/top1_after": float((after_preds == labels).mean()),
-                f"{key}/gap_after": C.modality_gap(mapped, text), f"{key}/pair_cosine_after": C.pair_cosine(mapped, text),
-                f"{key}/mcnemar_p": test["p_value"],
-            })  # fmt: skip
+            numbers.update(
+                {
+                    f"{key}/top1_before": before,
+                    f"{key}/top1_after": float((after_preds == labels).mean()),
+                    f"{key}/gap_after": C.modality_gap(mapped, text),
+                    f"{key}/pair_cosine_after": C.pair_cosine(mapped, text),
+                    f"{key}/mcnemar_p": test["p_value"],
+                }
+            )
         train_img, train_labels = pl_module.embed_split("train")
         probe = embedding.linear_probe(train_img, train_labels, img, labels)
         numbers.update({"linear_probe/train_acc": probe["train_acc"], "linear_probe/test_acc": probe["test_acc"]})
@@ -100,11 +134,20 @@ class ClipAnalyses(Callback):
         # pictures: images and their paired texts, before and after alignment
         n = min(self.tsne_pairs, len(img))
         pick = np.random.default_rng(self.seed).choice(len(img), size=n, replace=False)
-        panels = {"before alignment": (img[pick], text[pick]), f"after {tag} (uncentred)": (mapped_by[False][pick], text[pick])}
+        panels = {
+            "before alignment": (img[pick], text[pick]),
+            f"after {tag} (uncentred)": (mapped_by[False][pick], text[pick]),
+        }
         for method in self.projections:
             projected = {}
             for title, (a, b) in panels.items():
                 both = embedding.project_2d(np.concatenate([a, b]), method, seed=self.seed)
                 projected[title] = (both[:n], both[n:])
-            log_figure(trainer, f"gap/pairs_{method}", figures.pairs_figure(projected, labels[pick], names, title=f"{n} test images and their class prompts ({method})"))
+            log_figure(
+                trainer,
+                f"gap/pairs_{method}",
+                figures.pairs_figure(
+                    projected, labels[pick], names, title=f"{n} test images and their class prompts ({method})"
+                ),
+            )
         log_numbers(trainer, numbers)

@@ -23,7 +23,9 @@ def project_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
 
         if x.shape[1] > 50:  # the usual PCA to 50 dims first: faster and less noisy
             x = PCA(n_components=50, random_state=seed).fit_transform(x)
-        return TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed).fit_transform(x)
+        return TSNE(
+            n_components=2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed
+        ).fit_transform(x)
     if method == "umap":
         import umap
 
@@ -78,7 +80,9 @@ def random_block_subsets(n_blocks: int, k: int, trials: int, seed: int = 0) -> l
     return [sorted(rng.choice(n_blocks, size=k, replace=False).tolist()) for _ in range(trials)]
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float = 1.0, scale: str = "l2") -> dict[str, float]:
+def linear_probe(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float = 1.0, scale: str = "l2"
+) -> dict[str, float]:
     """Logistic regression fitted on train features, train and test accuracy. `scale`: l2 (unit
     rows, for embeddings compared by cosine) | standard (per-feature z-scores, fitted on train)."""
     from sklearn.linear_model import LogisticRegression

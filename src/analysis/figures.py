@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -49,11 +49,17 @@ def image_grid(images: np.ndarray, ncols: int, title: str = "") -> plt.Figure:
     return fig
 
 
-def curves(history: Mapping[str, Mapping[str, Sequence[float]]], title: str = "", x: Sequence[float] | None = None, xlabel: str = "epoch", ylim: tuple[float, float] | None = None) -> plt.Figure:
+def curves(
+    history: Mapping[str, Mapping[str, Sequence[float]]],
+    title: str = "",
+    x: Sequence[float] | None = None,
+    xlabel: str = "epoch",
+    ylim: tuple[float, float] | None = None,
+) -> plt.Figure:
     """One panel per quantity; in each, one line per split. history[quantity][split] = values per
     epoch (or at the given x). `ylim`: a fixed y range (e.g. (0, 1) for proportions)."""
     fig, axes = plt.subplots(1, len(history), figsize=(4 * len(history), 3.2), squeeze=False)
-    for ax, (quantity, by_split) in zip(axes[0], history.items()):
+    for ax, (quantity, by_split) in zip(axes[0], history.items(), strict=False):
         for split, values in by_split.items():
             ax.plot(np.arange(1, len(values) + 1) if x is None else x, values, marker="o", ms=3, label=split)
         ax.set_title(quantity)
@@ -67,7 +73,9 @@ def curves(history: Mapping[str, Mapping[str, Sequence[float]]], title: str = ""
     return fig
 
 
-def scatter_by_class(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str = "", axis_labels=("z1", "z2")) -> plt.Figure:
+def scatter_by_class(
+    points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str = "", axis_labels=("z1", "z2")
+) -> plt.Figure:
     """2-D points coloured by class with a legend of class names."""
     fig, ax = plt.subplots(figsize=(7, 6))
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
@@ -83,16 +91,29 @@ def scatter_by_class(points: np.ndarray, labels: np.ndarray, class_names: Sequen
 
 
 def lesion_figure(
-    single: Sequence[float], baseline: float, projection: Sequence[int], names: Sequence[str],
-    k_values: Sequence[int], k_acc: Sequence[Sequence[float]], chance: float,
-) -> plt.Figure:  # fmt: skip
+    single: Sequence[float],
+    baseline: float,
+    projection: Sequence[int],
+    names: Sequence[str],
+    k_values: Sequence[int],
+    k_acc: Sequence[Sequence[float]],
+    chance: float,
+) -> plt.Figure:
     """Left: accuracy with each single block dropped, projection blocks marked. Right: accuracy
     with k random blocks dropped (mean and spread over trials)."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4))
     idx = np.arange(len(single))
     a.plot(idx, single, marker="o", ms=3, label="one block dropped")
     proj = list(projection)
-    a.scatter(proj, [single[i] for i in proj], s=60, facecolors="none", edgecolors="red", label="projection shortcut", zorder=3)
+    a.scatter(
+        proj,
+        [single[i] for i in proj],
+        s=60,
+        facecolors="none",
+        edgecolors="red",
+        label="projection shortcut",
+        zorder=3,
+    )
     a.axhline(baseline, color="gray", ls="--", label=f"intact ({baseline:.3f})")
     a.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.2f})")
     step = max(1, len(names) // 12)
@@ -124,7 +145,15 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str 
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(matrix[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), class_names, fontsize=8)
     ax.set_xlabel("predicted")
@@ -135,14 +164,20 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str 
     return fig
 
 
-def projection_grid(points: Mapping[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str], scores: Mapping[str, str] | None = None, title: str = "") -> plt.Figure:
+def projection_grid(
+    points: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    scores: Mapping[str, str] | None = None,
+    title: str = "",
+) -> plt.Figure:
     """One 2-D scatter per entry (e.g. per depth), coloured by class, with a score line each."""
     n = len(points)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
-    for ax, (name, pts) in zip(axes.flat, points.items()):
+    for ax, (name, pts) in zip(axes.flat, points.items(), strict=False):
         for c, cname in enumerate(class_names):
             sel = labels == c
             ax.scatter(pts[sel, 0], pts[sel, 1], s=2, alpha=0.6, color=cmap(c % cmap.N), label=cname)
@@ -157,11 +192,13 @@ def projection_grid(points: Mapping[str, np.ndarray], labels: np.ndarray, class_
     return fig
 
 
-def pairs_figure(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, class_names: Sequence[str], title: str = "") -> plt.Figure:
+def pairs_figure(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, class_names: Sequence[str], title: str = ""
+) -> plt.Figure:
     """Per panel: 2-D image points (dots) and their paired text points (crosses), by class."""
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.5), squeeze=False)
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
-    for ax, (name, (img, txt)) in zip(axes[0], panels.items()):
+    for ax, (name, (img, txt)) in zip(axes[0], panels.items(), strict=False):
         for c, cname in enumerate(class_names):
             sel = labels == c
             ax.scatter(img[sel, 0], img[sel, 1], s=6, alpha=0.6, color=cmap(c % cmap.N), label=cname)
@@ -176,7 +213,13 @@ def pairs_figure(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], labels: np
 
 
 # -- ViT: predictions and maps over images ------------------------------------------------------
-def prediction_figure(images: np.ndarray, top_labels: Sequence[Sequence[str]], top_probs: np.ndarray, titles: Sequence[str], title: str = "") -> plt.Figure:
+def prediction_figure(
+    images: np.ndarray,
+    top_labels: Sequence[Sequence[str]],
+    top_probs: np.ndarray,
+    titles: Sequence[str],
+    title: str = "",
+) -> plt.Figure:
     """One row per image: the image, and its top-k labels as horizontal bars of probability."""
     n = len(images)
     fig, axes = plt.subplots(n, 2, figsize=(7.5, 1.9 * n + 0.5), squeeze=False, gridspec_kw={"width_ratios": [1, 2]})
@@ -203,11 +246,26 @@ def _overlay(ax, image: np.ndarray, heat: np.ndarray, cmap: str, alpha: float) -
     heat = np.asarray(heat, dtype=np.float64)
     span = heat.max() - heat.min()
     ax.imshow(img, cmap="gray")
-    ax.imshow((heat - heat.min()) / span if span > 0 else np.zeros_like(heat), cmap=cmap, alpha=alpha, extent=(0, w, h, 0), interpolation="bilinear", vmin=0, vmax=1)
+    ax.imshow(
+        (heat - heat.min()) / span if span > 0 else np.zeros_like(heat),
+        cmap=cmap,
+        alpha=alpha,
+        extent=(0, w, h, 0),
+        interpolation="bilinear",
+        vmin=0,
+        vmax=1,
+    )
     ax.axis("off")
 
 
-def overlay_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], row_titles: Sequence[str], cmap: str = "inferno", alpha: float = 0.5, title: str = "") -> plt.Figure:
+def overlay_grid(
+    images: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    row_titles: Sequence[str],
+    cmap: str = "inferno",
+    alpha: float = 0.5,
+    title: str = "",
+) -> plt.Figure:
     """Rows: images (R, C, H, W); first column the image, then one column per map (R, side, side)
     overlaid with `cmap` at `alpha`, each map scaled to its own range."""
     cols = 1 + len(maps)
@@ -225,7 +283,15 @@ def overlay_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], row_titles:
     return fig
 
 
-def panel_grid(panels: Mapping[str, np.ndarray], ncols: int, cmap: str = "inferno", vmin: float | None = None, vmax: float | None = None, title: str = "", colorbar: str = "") -> plt.Figure:
+def panel_grid(
+    panels: Mapping[str, np.ndarray],
+    ncols: int,
+    cmap: str = "inferno",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    title: str = "",
+    colorbar: str = "",
+) -> plt.Figure:
     """Small titled heat maps in a grid (e.g. one per layer and head), one shared colour scale."""
     n = len(panels)
     ncols = min(ncols, n)
@@ -234,7 +300,7 @@ def panel_grid(panels: Mapping[str, np.ndarray], ncols: int, cmap: str = "infern
     lo, hi = (values.min() if vmin is None else vmin), (values.max() if vmax is None else vmax)
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.25 * ncols + 1, 1.25 * nrows + 0.6), squeeze=False)
     im = None
-    for ax, (name, p) in zip(axes.flat, panels.items()):
+    for ax, (name, p) in zip(axes.flat, panels.items(), strict=False):
         im = ax.imshow(p, cmap=cmap, vmin=lo, vmax=hi)
         ax.set_title(name, fontsize=6)
         ax.set_xticks([])
@@ -247,7 +313,15 @@ def panel_grid(panels: Mapping[str, np.ndarray], ncols: int, cmap: str = "infern
     return fig
 
 
-def matrix_figure(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], title: str = "", cmap: str = "viridis", colorbar: str = "", annotate: bool = True) -> plt.Figure:
+def matrix_figure(
+    matrix: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str = "",
+    cmap: str = "viridis",
+    colorbar: str = "",
+    annotate: bool = True,
+) -> plt.Figure:
     """A labelled matrix of numbers (e.g. entropy per layer and head), values annotated."""
     matrix = np.asarray(matrix, dtype=np.float64)
     r, c = matrix.shape
@@ -257,7 +331,15 @@ def matrix_figure(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Seq
         mid = (matrix.max() + matrix.min()) / 2
         for i in range(r):
             for j in range(c):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white" if matrix[i, j] < mid else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if matrix[i, j] < mid else "black",
+                )
     ax.set_xticks(range(c), col_labels, fontsize=7)
     ax.set_yticks(range(r), row_labels, fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.046, label=colorbar)
@@ -274,7 +356,7 @@ def titled_images(images: np.ndarray, titles: Sequence[str], ncols: int = 6, tit
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.1 * nrows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, t in zip(axes.flat, images, titles):
+    for ax, image, t in zip(axes.flat, images, titles, strict=False):
         ax.imshow(_as_hwc(image).clip(0, 1), cmap="gray")
         ax.set_title(t, fontsize=7)
     fig.suptitle(title, fontsize=9)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -93,14 +93,30 @@ class ViTPredictions(Callback):
         titles = []
         for i in range(n):
             true = classes[labels[i]] if labels[i] >= 0 and classes else ""
-            row = [names[i], true, top_labels[i][0], float(top.values[i, 0]), "; ".join(f"{l} {p:.3f}" for l, p in zip(top_labels[i], top.values[i].tolist()))]
+            row = [
+                names[i],
+                true,
+                top_labels[i][0],
+                float(top.values[i, 0]),
+                "; ".join(f"{lab} {p:.3f}" for lab, p in zip(top_labels[i], top.values[i].tolist(), strict=False)),
+            ]
             if mapped:
                 row.append(classes[mapped_pred[i]])
             self.rows.append(row)
-            titles.append(names[i] + (f"\ntrue: {true}" if true else "") + (f", as class: {classes[mapped_pred[i]]}" if mapped else ""))
+            titles.append(
+                names[i]
+                + (f"\ntrue: {true}" if true else "")
+                + (f", as class: {classes[mapped_pred[i]]}" if mapped else "")
+            )
         if self.figures < self.max_figures and trainer.is_global_zero:
             k = min(self.images_per_figure, n)
-            fig = figures.prediction_figure(outputs["pixels"][:k].cpu().numpy(), top_labels[:k], top.values[:k].cpu().numpy(), titles[:k], title=f"top-{top.indices.shape[1]} predictions of the model's labels")
+            fig = figures.prediction_figure(
+                outputs["pixels"][:k].cpu().numpy(),
+                top_labels[:k],
+                top.values[:k].cpu().numpy(),
+                titles[:k],
+                title=f"top-{top.indices.shape[1]} predictions of the model's labels",
+            )
             log_figure(trainer, f"predictions/batch_{batch_idx}", fig)
             self.figures += 1
         self.seen += n
@@ -123,7 +139,14 @@ class AttentionMaps(Callback):
     `num_images`; the heads fused (mean / max / min) per layer, overlaid on the image; and over
     up to `max_images`, the entropy of each head's map and the correlation between heads."""
 
-    def __init__(self, num_images: int = 2, head_fusions: Sequence[str] = A.HEAD_FUSIONS, colormap: str = "inferno", alpha: float = 0.5, max_images: int | None = 512):
+    def __init__(
+        self,
+        num_images: int = 2,
+        head_fusions: Sequence[str] = A.HEAD_FUSIONS,
+        colormap: str = "inferno",
+        alpha: float = 0.5,
+        max_images: int | None = 512,
+    ):
         bad = [f for f in head_fusions if f not in A.HEAD_FUSIONS]
         if bad:
             raise ValueError(f"analysis.attention.head_fusions: {bad} not in {list(A.HEAD_FUSIONS)}")
@@ -145,11 +168,15 @@ class AttentionMaps(Callback):
             return
         maps = A.cls_attention(outputs["attentions"][:, :n])  # (layers, n, heads, patches)
         self.entropy = self.entropy + A.attention_entropy(maps).sum(1).cpu()  # (layers, heads)
-        self.correlation = self.correlation + torch.stack([A.head_correlation(m) * n for m in maps]).cpu()  # (layers, heads, heads)
+        self.correlation = (
+            self.correlation + torch.stack([A.head_correlation(m) * n for m in maps]).cpu()
+        )  # (layers, heads, heads)
         self.count += n
         start = self.quota.seen - n
         for i in range(min(n, self.num_images - len(self.examples))):
-            self.examples.append((image_names(trainer, start + i, 1)[0], outputs["pixels"][i].cpu().numpy(), maps[:, i].cpu()))
+            self.examples.append(
+                (image_names(trainer, start + i, 1)[0], outputs["pixels"][i].cpu().numpy(), maps[:, i].cpu())
+            )
 
     def on_test_epoch_end(self, trainer, pl_module):
         if not self.count:
@@ -158,28 +185,93 @@ class AttentionMaps(Callback):
         for idx, (name, image, maps) in enumerate(self.examples):  # maps: (layers, heads, patches)
             layers, heads = maps.shape[:2]
             grid = maps.view(layers, heads, side, side).numpy()
-            panels = {f"L{l + 1} H{h + 1}": grid[l, h] for l in range(layers) for h in range(heads)}
-            log_figure(trainer, f"attention/heads_{idx}", figures.panel_grid(panels, ncols=heads, cmap=self.colormap, title=f"{name}: CLS-to-patch attention, every layer (rows) and head (columns)", colorbar="attention weight"))
-            fused = {f"layer {l + 1}": np.stack([A.fuse_heads(maps[l : l + 1], f)[0].view(side, side).numpy() for f in self.head_fusions]) for l in range(layers)}
+            panels = {f"L{layer + 1} H{h + 1}": grid[layer, h] for layer in range(layers) for h in range(heads)}
+            log_figure(
+                trainer,
+                f"attention/heads_{idx}",
+                figures.panel_grid(
+                    panels,
+                    ncols=heads,
+                    cmap=self.colormap,
+                    title=f"{name}: CLS-to-patch attention, every layer (rows) and head (columns)",
+                    colorbar="attention weight",
+                ),
+            )
+            fused = {
+                f"layer {layer + 1}": np.stack(
+                    [A.fuse_heads(maps[layer : layer + 1], f)[0].view(side, side).numpy() for f in self.head_fusions]
+                )
+                for layer in range(layers)
+            }
             images = np.repeat(image[None], len(self.head_fusions), axis=0)
-            log_figure(trainer, f"attention/fused_{idx}", figures.overlay_grid(images, fused, [f"{name}\nheads: {f}" for f in self.head_fusions], self.colormap, self.alpha, title="CLS-to-patch attention, heads fused per layer (each map scaled to its range)"))
+            log_figure(
+                trainer,
+                f"attention/fused_{idx}",
+                figures.overlay_grid(
+                    images,
+                    fused,
+                    [f"{name}\nheads: {f}" for f in self.head_fusions],
+                    self.colormap,
+                    self.alpha,
+                    title="CLS-to-patch attention, heads fused per layer (each map scaled to its range)",
+                ),
+            )
         entropy = (self.entropy / self.count).numpy()
         correlation = (self.correlation / self.count).numpy()
         layers, heads = entropy.shape
         max_entropy = math.log(side * side)
-        rows = [f"layer {l + 1}" for l in range(layers)]
+        rows = [f"layer {layer + 1}" for layer in range(layers)]
         cols = [f"H{h + 1}" for h in range(heads)]
-        log_figure(trainer, "attention/head_entropy", figures.matrix_figure(entropy, rows, cols, title=f"entropy of each head's CLS-to-patch map, mean over {self.count} images (uniform: {max_entropy:.2f} nats)", colorbar="nats"))
-        panels = {f"layer {l + 1}": correlation[l] for l in range(layers)}
-        log_figure(trainer, "attention/head_correlation", figures.panel_grid(panels, ncols=6, cmap="coolwarm", vmin=-1, vmax=1, title=f"correlation between heads' CLS-to-patch maps, mean over {self.count} images", colorbar="Pearson r"))
+        log_figure(
+            trainer,
+            "attention/head_entropy",
+            figures.matrix_figure(
+                entropy,
+                rows,
+                cols,
+                title=(
+                    "entropy of each head's CLS-to-patch map, mean over "
+                    f"{self.count} images (uniform: {max_entropy:.2f} nats)"
+                ),
+                colorbar="nats",
+            ),
+        )
+        panels = {f"layer {layer + 1}": correlation[layer] for layer in range(layers)}
+        log_figure(
+            trainer,
+            "attention/head_correlation",
+            figures.panel_grid(
+                panels,
+                ncols=6,
+                cmap="coolwarm",
+                vmin=-1,
+                vmax=1,
+                title=f"correlation between heads' CLS-to-patch maps, mean over {self.count} images",
+                colorbar="Pearson r",
+            ),
+        )
         off = ~np.eye(heads, dtype=bool)
-        log_table(trainer, "attention/heads", ["layer", "head", "entropy_nats", "entropy_over_uniform", "mean_corr_with_other_heads"],
-                  [[l + 1, h + 1, float(entropy[l, h]), float(entropy[l, h] / max_entropy), float(correlation[l, h][off[h]].mean()) if heads > 1 else 1.0] for l in range(layers) for h in range(heads)])  # fmt: skip
+        log_table(
+            trainer,
+            "attention/heads",
+            ["layer", "head", "entropy_nats", "entropy_over_uniform", "mean_corr_with_other_heads"],
+            [
+                [
+                    layer + 1,
+                    h + 1,
+                    float(entropy[layer, h]),
+                    float(entropy[layer, h] / max_entropy),
+                    float(correlation[layer, h][off[h]].mean()) if heads > 1 else 1.0,
+                ]
+                for layer in range(layers)
+                for h in range(heads)
+            ],
+        )
         numbers = {}
-        for l in range(layers):
-            numbers[f"attention/layer_{l + 1}/entropy"] = float(entropy[l].mean())
+        for layer in range(layers):
+            numbers[f"attention/layer_{layer + 1}/entropy"] = float(entropy[layer].mean())
             if heads > 1:
-                numbers[f"attention/layer_{l + 1}/head_correlation"] = float(correlation[l][off].mean())
+                numbers[f"attention/layer_{layer + 1}/head_correlation"] = float(correlation[layer][off].mean())
         log_numbers(trainer, numbers)
 
 
@@ -200,7 +292,12 @@ class AttentionRollout(Callback):
         max_images: int | None = 512,
     ):
         check_rollout_settings(head_fusion, discard_ratio, "analysis.rollout")
-        self.head_fusion, self.discard_ratio, self.gradient, self.target_class = head_fusion, discard_ratio, gradient, target_class
+        self.head_fusion, self.discard_ratio, self.gradient, self.target_class = (
+            head_fusion,
+            discard_ratio,
+            gradient,
+            target_class,
+        )
         self.num_images, self.colormap, self.alpha, self.max_images = num_images, colormap, alpha, max_images
         self.target: int | None = None
 
@@ -234,18 +331,36 @@ class AttentionRollout(Callback):
         for i in range(k):
             label = int(outputs["labels"][i])
             true = f", true: {classes[label]}" if 0 <= label < len(classes) else ""
-            self.rows.append((f"{names[i]}{true}\npred: {pl_module.label_name(preds[i])}", x[i].cpu().numpy(), rollout[i].cpu().numpy(),
-                              None if grad_map is None else grad_map[i].numpy(), pl_module.label_name(target[i])))  # fmt: skip
+            self.rows.append(
+                (
+                    f"{names[i]}{true}\npred: {pl_module.label_name(preds[i])}",
+                    x[i].cpu().numpy(),
+                    rollout[i].cpu().numpy(),
+                    None if grad_map is None else grad_map[i].numpy(),
+                    pl_module.label_name(target[i]),
+                )
+            )
 
     def on_test_epoch_end(self, trainer, pl_module):
         if not self.rows:
             return
-        titles, images, maps, grads, targets = zip(*self.rows)
+        titles, images, maps, grads, targets = zip(*self.rows, strict=False)
         columns = {f"rollout ({self.head_fusion}, discard {self.discard_ratio:g})": np.stack(maps)}
         if self.gradient:
             which = "predicted class" if self.target is None else f"class {targets[0]}"
             columns[f"gradient rollout ({which})"] = np.stack(grads)
-        log_figure(trainer, "rollout/maps", figures.overlay_grid(np.stack(images), columns, list(titles), self.colormap, self.alpha, title="attention rollout: where the CLS token's information comes from"))
+        log_figure(
+            trainer,
+            "rollout/maps",
+            figures.overlay_grid(
+                np.stack(images),
+                columns,
+                list(titles),
+                self.colormap,
+                self.alpha,
+                title="attention rollout: where the CLS token's information comes from",
+            ),
+        )
         log_numbers(trainer, {"rollout/entropy": self.entropy / self.count})
 
 
@@ -269,7 +384,9 @@ class PatchMasking(Callback):
     ):
         bad = [f for f in fractions if not 0 <= f <= 1]
         if not fractions or bad:
-            raise ValueError(f"analysis.masking.fractions must be a non-empty list of values in [0, 1], got {list(fractions)}")
+            raise ValueError(
+                f"analysis.masking.fractions must be a non-empty list of values in [0, 1], got {list(fractions)}"
+            )
         if fill not in A.FILLS:
             raise ValueError(f"analysis.masking.fill must be one of {list(A.FILLS)}, got {fill!r}")
         unknown = [s for s in structured if s not in A.STRUCTURED_MASKS]
@@ -278,8 +395,19 @@ class PatchMasking(Callback):
         if not isinstance(trials, int) or trials < 1:
             raise ValueError(f"analysis.masking.trials must be a positive integer, got {trials!r}")
         check_rollout_settings(head_fusion, discard_ratio, "callbacks.patch_masking")  # the saliency order's rollout
-        self.fractions, self.trials, self.fill, self.structured = sorted(float(f) for f in fractions), trials, fill, list(structured)
-        self.saliency, self.head_fusion, self.discard_ratio, self.max_images, self.seed = saliency, head_fusion, discard_ratio, max_images, seed
+        self.fractions, self.trials, self.fill, self.structured = (
+            sorted(float(f) for f in fractions),
+            trials,
+            fill,
+            list(structured),
+        )
+        self.saliency, self.head_fusion, self.discard_ratio, self.max_images, self.seed = (
+            saliency,
+            head_fusion,
+            discard_ratio,
+            max_images,
+            seed,
+        )
 
     def on_test_epoch_start(self, trainer, pl_module):
         self.quota, self.generator = _Quota(self.max_images), torch.Generator().manual_seed(self.seed)
@@ -336,7 +464,9 @@ class PatchMasking(Callback):
         curves_fig, numbers, rows = {}, {"masking/images": float(self.count)}, []
         for measure, (counts, label) in measures.items():
             value = {k: v / self.count for k, v in counts.items()}
-            random = np.array([[value[("random", f, t)] for t in range(self.trials)] for f in self.fractions])  # (fractions, trials)
+            random = np.array(
+                [[value[("random", f, t)] for t in range(self.trials)] for f in self.fractions]
+            )  # (fractions, trials)
             auc = numbers[f"masking/random/{measure}_auc"] = A.deletion_auc(self.fractions, random.mean(1))
             lines = {f"random (mean of {self.trials}), AUC {auc:.3f}": random.mean(1).tolist()}
             for i, f in enumerate(self.fractions):
@@ -347,17 +477,45 @@ class PatchMasking(Callback):
                     ys = [value[(curve, f, 0)] for f in self.fractions]
                     auc = numbers[f"masking/{curve}/{measure}_auc"] = A.deletion_auc(self.fractions, ys)
                     lines[f"{curve.replace('_', ' ')}, AUC {auc:.3f}"] = ys
-                    rows += [[measure, curve, f, 0, y] for f, y in zip(self.fractions, ys)]
+                    rows += [[measure, curve, f, 0, y] for f, y in zip(self.fractions, ys, strict=False)]
             for kind in self.structured:
                 numbers[f"masking/structured/{kind}/{measure}"] = value[("structured", kind, 0)]
-                rows.append([measure, f"structured_{kind}", float(A.structured_patch_mask(kind, pl_module.grid_side).float().mean()), 0, value[("structured", kind, 0)]])
+                rows.append(
+                    [
+                        measure,
+                        f"structured_{kind}",
+                        float(A.structured_patch_mask(kind, pl_module.grid_side).float().mean()),
+                        0,
+                        value[("structured", kind, 0)],
+                    ]
+                )
             curves_fig[label] = lines
         log_table(trainer, "masking/curves", ["measure", "curve", "fraction_masked", "trial", "value"], rows)
         title = f"patch masking, fill={self.fill}, {self.count} images; saliency order from attention rollout"
-        log_figure(trainer, "masking/deletion_curves", figures.curves(curves_fig, title=title, x=self.fractions, xlabel="fraction of patches masked", ylim=(-0.02, 1.02)))
+        log_figure(
+            trainer,
+            "masking/deletion_curves",
+            figures.curves(
+                curves_fig, title=title, x=self.fractions, xlabel="fraction of patches masked", ylim=(-0.02, 1.02)
+            ),
+        )
         main = "accuracy" if self.labelled else "agreement"
-        titles = [k + (f"\n{main} {numbers[f'masking/structured/{k}/{main}']:.3f}" if k in self.structured else "") for k in self.examples]
-        log_figure(trainer, "masking/examples", figures.titled_images(np.stack(list(self.examples.values())), titles, ncols=6, title=f"masks on the first image (fill={self.fill}); structured masks with their {main} over all images"))
+        titles = [
+            k + (f"\n{main} {numbers[f'masking/structured/{k}/{main}']:.3f}" if k in self.structured else "")
+            for k in self.examples
+        ]
+        log_figure(
+            trainer,
+            "masking/examples",
+            figures.titled_images(
+                np.stack(list(self.examples.values())),
+                titles,
+                ncols=6,
+                title=(
+                    f"masks on the first image (fill={self.fill}); structured masks with their {main} over all images"
+                ),
+            ),
+        )
         log_numbers(trainer, numbers)
 
 
@@ -377,7 +535,11 @@ class LinearProbe(Callback):
 
     def on_test_epoch_end(self, trainer, pl_module):
         test = {k: torch.cat(v).numpy() for k, v in self.test.items()}
-        if not len(test.get("labels", [])) or (test["labels"] < 0).any() or "train" not in getattr(trainer.datamodule, "splits", {}):
+        if (
+            not len(test.get("labels", []))
+            or (test["labels"] < 0).any()
+            or "train" not in getattr(trainer.datamodule, "splits", {})
+        ):
             log.info("linear probe skipped: the data set has no labelled train split")
             return
         train = defaultdict(list)
@@ -392,7 +554,9 @@ class LinearProbe(Callback):
             return
         numbers, rows = {}, []
         for key in ("cls", "patch_mean"):
-            probe = embedding.linear_probe(train[key], train["labels"], test[key], test["labels"], c=self.c, scale="standard")
+            probe = embedding.linear_probe(
+                train[key], train["labels"], test[key], test["labels"], c=self.c, scale="standard"
+            )
             numbers.update({f"probe/{key}/train_acc": probe["train_acc"], f"probe/{key}/test_acc": probe["test_acc"]})
             rows.append([key, len(train["labels"]), len(test["labels"]), probe["train_acc"], probe["test_acc"]])
         log_table(trainer, "probe/linear", ["features", "train_images", "test_images", "train_acc", "test_acc"], rows)

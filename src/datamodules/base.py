@@ -9,8 +9,8 @@ runs batched on the device the model uses (see `BatchTransform`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -32,7 +32,10 @@ class Split:
         is_images = self.images.dtype == torch.uint8 and self.images.ndim == 4
         is_features = self.images.is_floating_point() and self.images.ndim == 2
         if not (is_images or is_features):
-            raise ValueError(f"images must be uint8 (N, C, H, W) or features (N, D), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                "images must be uint8 (N, C, H, W) or features (N, D), "
+                f"got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels {tuple(self.labels.shape)} do not match {self.images.shape[0]} images")
         self.labels = self.labels.long()
@@ -40,10 +43,10 @@ class Split:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def subset(self, index: torch.Tensor) -> "Split":
+    def subset(self, index: torch.Tensor) -> Split:
         return Split(self.images[index], self.labels[index])
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
@@ -56,7 +59,13 @@ class TensorBatches:
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0):
-        self.split, self.batch_size, self.shuffle, self.drop_last, self.seed = split, batch_size, shuffle, drop_last, seed
+        self.split, self.batch_size, self.shuffle, self.drop_last, self.seed = (
+            split,
+            batch_size,
+            shuffle,
+            drop_last,
+            seed,
+        )
         self.epoch = 0
 
     @staticmethod
@@ -110,8 +119,12 @@ class BatchTransform(nn.Module):
         self.image_size, self.channels, self.hflip, self.crop_padding = image_size, channels, hflip, crop_padding
         if (mean is None) != (std is None):
             raise ValueError("data.mean and data.std must be set together")
-        self.register_buffer("mean", None if mean is None else torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", None if std is None else torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", None if mean is None else torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", None if std is None else torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False
+        )
 
     def forward(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
@@ -125,7 +138,9 @@ class BatchTransform(nn.Module):
             flip = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+            )
         if self.mean is not None:
             x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return x.contiguous()
@@ -137,7 +152,9 @@ def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     padded = F.pad(x, (padding,) * 4)
     dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
     dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
-    rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(-1, x.shape[1], -1, w + 2 * padding)
+    rows = (
+        (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(-1, x.shape[1], -1, w + 2 * padding)
+    )
     cropped = padded.gather(2, rows)
     cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(-1, x.shape[1], h, -1)
     return cropped.gather(3, cols)
@@ -256,7 +273,10 @@ class InMemoryDataModule(pl.LightningDataModule):
         device = self._device()
         for name in splits:
             split = self.split(name)
-            feats = [fn(self.transform(split.images[i : i + self.eval_batch_size].to(device))) for i in range(0, len(split), self.eval_batch_size)]
+            feats = [
+                fn(self.transform(split.images[i : i + self.eval_batch_size].to(device)))
+                for i in range(0, len(split), self.eval_batch_size)
+            ]
             self.features[name] = Split(torch.cat(feats), split.labels.to(device))
         self._loaders.clear()
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-import torch
 import torchvision
 
 from .base import InMemoryDataModule, Split
 from .readers import read_idx
 
-_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 class FashionMNISTDataModule(InMemoryDataModule):
@@ -26,7 +28,11 @@ class FashionMNISTDataModule(InMemoryDataModule):
     def _flat_dir(self) -> Path | None:
         """A folder holding the four idx files directly (plain or .gz), like Debian's package."""
         for folder in [self.root, *self.fallback_roots]:
-            if all(any((Path(folder) / (f + ext)).is_file() for ext in ("", ".gz")) for pair in _FILES.values() for f in pair):
+            if all(
+                any((Path(folder) / (f + ext)).is_file() for ext in ("", ".gz"))
+                for pair in _FILES.values()
+                for f in pair
+            ):
                 return Path(folder)
         return None
 

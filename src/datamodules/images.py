@@ -10,8 +10,8 @@ readable file at all is an error before the run starts.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -58,7 +58,11 @@ def list_files(paths: Sequence[str] | None, root: str | None) -> list[Path]:
         base = Path(root).expanduser()
         if not base.is_dir():
             raise FileNotFoundError(f"data.root={root} is not a directory")
-        files += sorted(p for p in base.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts))
+        files += sorted(
+            p
+            for p in base.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)
+        )
     return files
 
 
@@ -82,8 +86,16 @@ class ImagesDataModule(InMemoryDataModule):
     ):
         if not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
-        super().__init__(root=root or "", download=False, synthetic=synthetic, synthetic_size=synthetic_size, val_size=0,
-                         batch_size=eval_batch_size, eval_batch_size=eval_batch_size, on_device=on_device)  # fmt: skip
+        super().__init__(
+            root=root or "",
+            download=False,
+            synthetic=synthetic,
+            synthetic_size=synthetic_size,
+            val_size=0,
+            batch_size=eval_batch_size,
+            eval_batch_size=eval_batch_size,
+            on_device=on_device,
+        )
         self.paths, self.shape = list(paths or []), (3, image_size, image_size)
         self.names: list[str] = []
         self.skipped: list[tuple[str, str]] = []
@@ -108,7 +120,8 @@ class ImagesDataModule(InMemoryDataModule):
                     log.warning("skipped %s (%s)", path, reason)
             if not arrays:
                 raise FileNotFoundError(
-                    f"no readable image in data.paths={self.paths} / data.root={self.root or None} ({len(self.skipped)} files skipped)"
+                    f"no readable image in data.paths={self.paths} / "
+                    f"data.root={self.root or None} ({len(self.skipped)} files skipped)"
                 )
             split = Split(torch.from_numpy(np.stack(arrays)), torch.full((len(arrays),), UNLABELLED, dtype=torch.long))
         self.splits = {"test": split}

@@ -1,8 +1,8 @@
 """`python -m experiments [overrides]`: compose the config with Hydra and run it.
 
-    python -m experiments                                  # the VAE on FashionMNIST
-    python -m experiments task=vae model.latent_dim=8 logger=csv
-    python -m experiments -m task=vae model.latent_dim=2,8 # a sweep: one W&B group, a summary table
+python -m experiments                                  # the VAE on FashionMNIST
+python -m experiments task=vae model.latent_dim=8 logger=csv
+python -m experiments -m task=vae model.latent_dim=2,8 # a sweep: one W&B group, a summary table
 """
 
 from __future__ import annotations

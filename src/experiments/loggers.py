@@ -71,7 +71,7 @@ def sweep_group(task_name: str) -> str | None:
 def build_loggers(cfg: DictConfig) -> list:
     """Instantiate every logger under `logger`, W&B with its mode and group filled in."""
     loggers = []
-    for name, conf in (cfg.get("logger") or {}).items():
+    for _name, conf in (cfg.get("logger") or {}).items():
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
             continue
         conf = conf.copy()
@@ -83,7 +83,11 @@ def build_loggers(cfg: DictConfig) -> list:
                 if conf.get("group") is None:
                     conf.group = sweep_group(cfg.task_name)
                 Path(conf.save_dir).mkdir(parents=True, exist_ok=True)
-            log.info("W&B mode: %s%s", mode, " (upload later with `wandb sync <run dir>/wandb/offline-run-*`)" if mode == "offline" else "")
+            log.info(
+                "W&B mode: %s%s",
+                mode,
+                " (upload later with `wandb sync <run dir>/wandb/offline-run-*`)" if mode == "offline" else "",
+            )
         loggers.append(instantiate(conf, _convert_="all"))
     return loggers
 

@@ -84,7 +84,9 @@ def run(cfg: DictConfig) -> float | None:
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         raise ConfigError(str(e)) from e
     model = build(cfg.model, "model")
-    callbacks = [build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c]
+    callbacks = [
+        build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
+    ]
     for part in (model, *callbacks):  # what can only be checked with model and data side by side
         check = getattr(part, "check_setup", None)
         if check is not None:

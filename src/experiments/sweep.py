@@ -19,7 +19,9 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder (sorted by job number): overrides, status and metrics."""
     rows = []
     job_dirs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
-    for job_dir in sorted(job_dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)):
+    for job_dir in sorted(
+        job_dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
+    ):
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
         row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides)}
         metrics_file = job_dir / "metrics.json"

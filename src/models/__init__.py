@@ -2,8 +2,17 @@
 
 from .clip_module import ClipZeroShot
 from .resnet_module import ResNetClassifier
-from .vit_module import ViTClassifier
 from .vae import ConvVAE, kl_divergence, reconstruction_loss
 from .vae_module import VAEModule, kl_weight
+from .vit_module import ViTClassifier
 
-__all__ = ["ClipZeroShot", "ResNetClassifier", "ConvVAE", "VAEModule", "ViTClassifier", "kl_divergence", "kl_weight", "reconstruction_loss"]
+__all__ = [
+    "ClipZeroShot",
+    "ResNetClassifier",
+    "ConvVAE",
+    "VAEModule",
+    "ViTClassifier",
+    "kl_divergence",
+    "kl_weight",
+    "reconstruction_loss",
+]

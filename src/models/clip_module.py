@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -14,6 +14,7 @@ from .hub import hub_offline
 from .inference import bf16_on_gpu
 
 log = logging.getLogger(__name__)
+
 
 def load_clip(name: str, pretrained: str | None, model_config: str | None = None):
     """(model, tokenizer) from open_clip. `pretrained`: an open_clip tag ('openai', 'laion2b_...'),
@@ -26,18 +27,23 @@ def load_clip(name: str, pretrained: str | None, model_config: str | None = None
             raise FileNotFoundError(f"model.model_config={model_config} does not exist")
         open_clip.add_model_config(model_config)
     if name not in open_clip.list_models():
-        raise ValueError(f"model.name={name!r} is not an open_clip model (see open_clip.list_models(), or set model.model_config)")
+        raise ValueError(
+            f"model.name={name!r} is not an open_clip model (see open_clip.list_models(), or set model.model_config)"
+        )
     is_file = pretrained is not None and Path(pretrained).is_file()
     if pretrained and not is_file:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
-            raise ValueError(f"model.pretrained={pretrained!r}: not a file and not a tag of {name} ({', '.join(tags) or 'none'})")
+            raise ValueError(
+                f"model.pretrained={pretrained!r}: not a file and not a tag of {name} ({', '.join(tags) or 'none'})"
+            )
         hub_offline()  # without a network: fail at once unless cached, not after ~46 s of retries
     try:
         model = open_clip.create_model(name, pretrained=pretrained)
     except Exception as e:  # noqa: BLE001
         raise RuntimeError(
-            f"could not load open_clip {name} with pretrained={pretrained} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"could not load open_clip {name} with pretrained={pretrained} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             f"Offline: set model.pretrained=PATH to a local checkpoint, or model.pretrained=null for random weights"
         ) from e
     return model.eval(), open_clip.get_tokenizer(name)
@@ -99,7 +105,7 @@ class ClipZeroShot(pl.LightningModule):
         return {"embeddings": z}
 
     def on_test_epoch_end(self):
-        z, y = (torch.cat(t) for t in zip(*self._test))
+        z, y = (torch.cat(t) for t in zip(*self._test, strict=False))
         self.embeddings["test"] = (z.numpy(), y.numpy())
 
     def configure_optimizers(self):

@@ -14,8 +14,8 @@ the block's own submodules and parameter names, so state dicts load either way:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 import torchvision
@@ -36,7 +36,9 @@ def build_resnet(arch: str, weights: str | None) -> nn.Module:
             weights = torchvision.models.get_model_weights(arch).verify(weights)
         except (ValueError, KeyError) as e:
             names = [w.name for w in torchvision.models.get_model_weights(arch)]
-            raise ValueError(f"model.weights={weights!r} is not a weight of {arch}; choose one of {', '.join(names)} or null") from e
+            raise ValueError(
+                f"model.weights={weights!r} is not a weight of {arch}; choose one of {', '.join(names)} or null"
+            ) from e
     try:
         return torchvision.models.get_model(arch, weights=weights)
     except Exception as e:  # noqa: BLE001 - offline: URLError after ~0.6 s; a corrupt cache: RuntimeError

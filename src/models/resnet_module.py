@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -71,7 +71,11 @@ class ResNetClassifier(pl.LightningModule):
         self._freeze(finetune)
         self.optimizer_factory = optimizer
         self.caching = cache_features and finetune == "head" and freeze_bn
-        self.run_info = {"ablated_modules": self.ablated_modules, "ablate_when": ablate_when, "projection_blocks": R.projection_blocks(self.net)}
+        self.run_info = {
+            "ablated_modules": self.ablated_modules,
+            "ablate_when": ablate_when,
+            "projection_blocks": R.projection_blocks(self.net),
+        }
         metric = lambda: MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
         self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
         self.train()  # puts the frozen BatchNorms in eval mode from the start
@@ -96,9 +100,15 @@ class ResNetClassifier(pl.LightningModule):
         trainable = {"head": ("fc",), "last_stage": ("layer4", "fc")}.get(finetune)
         for name, p in self.net.named_parameters():
             p.requires_grad = trainable is None or name.split(".")[0] in trainable
-        self.frozen_bn = [
-            m for m in self.net.modules() if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters())
-        ] if self.hparams.freeze_bn else []  # fmt: skip
+        self.frozen_bn = (
+            [
+                m
+                for m in self.net.modules()
+                if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters())
+            ]
+            if self.hparams.freeze_bn
+            else []
+        )
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -164,7 +174,15 @@ class ResNetClassifier(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits.float(), y)
         acc(logits, y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y), prog_bar=stage == "train", sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            batch_size=len(y),
+            prog_bar=stage == "train",
+            sync_dist=stage != "train",
+        )
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return {"loss": loss, "preds": logits.argmax(1).detach()}
 

@@ -29,7 +29,9 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torc
 
 
 class ConvVAE(nn.Module):
-    def __init__(self, latent_dim: int = 2, in_channels: int = 1, image_size: int = 28, channels=(64, 128), hidden_dim: int = 16):
+    def __init__(
+        self, latent_dim: int = 2, in_channels: int = 1, image_size: int = 28, channels=(64, 128), hidden_dim: int = 16
+    ):
         super().__init__()
         if not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(f"model.latent_dim must be a positive integer, got {latent_dim!r}")
@@ -39,18 +41,25 @@ class ConvVAE(nn.Module):
         side = image_size // 4
         self.latent_dim, self.feature_shape = latent_dim, (c2, side, side)
         self.encoder = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(c2 * side * side, hidden_dim), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(in_channels, c1, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(c2 * side * side, hidden_dim),
+            nn.ReLU(),
+        )
         self.to_mu = nn.Linear(hidden_dim, latent_dim)
         self.to_logvar = nn.Linear(hidden_dim, latent_dim)
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, c2 * side * side), nn.ReLU(),
+            nn.Linear(latent_dim, c2 * side * side),
+            nn.ReLU(),
             nn.Unflatten(1, self.feature_shape),
-            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(c1, in_channels, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid(),
-        )  # fmt: skip
+            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(c1, in_channels, 3, stride=2, padding=1, output_padding=1),
+            nn.Sigmoid(),
+        )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)

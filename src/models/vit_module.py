@@ -8,8 +8,8 @@ pixel space before normalisation (`pixels`, then `forward`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -30,7 +30,9 @@ def load_vit(name: str):
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise FileNotFoundError(f"model.name={name} is a directory without config.json (write one with save_pretrained)")
+            raise FileNotFoundError(
+                f"model.name={name} is a directory without config.json (write one with save_pretrained)"
+            )
         source, hub_down = str(local), False
     elif name.startswith(("/", ".", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"model.name={name}: no such directory")
@@ -39,7 +41,11 @@ def load_vit(name: str):
     try:
         model = ViTForImageClassification.from_pretrained(source, attn_implementation="eager")
     except Exception as e:  # noqa: BLE001
-        why = "the hub is unreachable and no cached copy exists" if hub_down else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        why = (
+            "the hub is unreachable and no cached copy exists"
+            if hub_down
+            else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        )
         raise RuntimeError(
             f"could not load model.name={name} ({why}). Offline: set model.name=DIR, a directory saved with "
             f"save_pretrained (config.json, model.safetensors, preprocessor_config.json)"
@@ -48,7 +54,9 @@ def load_vit(name: str):
     settings = {"image_size": size, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # ViTImageProcessor's defaults
     try:
         processor = AutoImageProcessor.from_pretrained(source)
-        sizes = processor.size if isinstance(processor.size, Mapping) else vars(processor.size)  # a SizeDict in transformers 5
+        sizes = (
+            processor.size if isinstance(processor.size, Mapping) else vars(processor.size)
+        )  # a SizeDict in transformers 5
         side = sizes.get("height") or sizes.get("shortest_edge") or size
         settings = {"image_size": int(side), "mean": list(processor.image_mean), "std": list(processor.image_std)}
     except Exception as e:  # noqa: BLE001
@@ -67,9 +75,17 @@ def resolve_labels(entries: Sequence[str | int], id2label: Mapping[int, str], ke
             out.append(e)
             continue
         want = str(e).strip().lower()
-        hits = [i for i, lab in id2label.items() if want == lab.lower() or want in [s.strip().lower() for s in lab.split(",")]]
+        hits = [
+            i
+            for i, lab in id2label.items()
+            if want == lab.lower() or want in [s.strip().lower() for s in lab.split(",")]
+        ]
         if len(hits) != 1:
-            found = "no model label" if not hits else f"several model labels ({', '.join(f'{i}: {id2label[i]}' for i in hits)}); give the index"
+            found = (
+                "no model label"
+                if not hits
+                else f"several model labels ({', '.join(f'{i}: {id2label[i]}' for i in hits)}); give the index"
+            )
             raise ValueError(f"{key}: {e!r} matches {found}")
         out.append(hits[0])
     return out
@@ -83,7 +99,11 @@ class ViTClassifier(pl.LightningModule):
     labels by name or index]}: a data-set class scores the summed probability of its model labels.
     """
 
-    def __init__(self, name: str = "google/vit-base-patch16-224", class_map: str | Mapping[str, Sequence[str | int]] | None = None):
+    def __init__(
+        self,
+        name: str = "google/vit-base-patch16-224",
+        class_map: str | Mapping[str, Sequence[str | int]] | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.model, settings = load_vit(name)
@@ -93,16 +113,29 @@ class ViTClassifier(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(settings["mean"]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(settings["std"]).view(1, -1, 1, 1), persistent=False)
         config = self.model.config
-        self.patch_size, self.num_layers, self.num_heads = config.patch_size, config.num_hidden_layers, config.num_attention_heads
+        self.patch_size, self.num_layers, self.num_heads = (
+            config.patch_size,
+            config.num_hidden_layers,
+            config.num_attention_heads,
+        )
         self.id2label = {int(k): v for k, v in config.id2label.items()}
         if class_map is not None and class_map != "identity":
             if not isinstance(class_map, Mapping) or not class_map:
                 raise ValueError("model.class_map must be null, identity, or {data-set class: [model labels]}")
-            self._class_labels = {str(c): resolve_labels(v, self.id2label, f"model.class_map.{c}") for c, v in class_map.items()}
+            self._class_labels = {
+                str(c): resolve_labels(v, self.id2label, f"model.class_map.{c}") for c, v in class_map.items()
+            }
         self.class_map = class_map
         self.register_buffer("class_matrix", None, persistent=False)  # (data-set classes, model labels), once checked
-        self.run_info = {"model": name, "image_size": self.image_size, "patch_size": self.patch_size, "layers": self.num_layers,
-                         "heads": self.num_heads, "num_labels": len(self.id2label), "class_map": class_map if class_map in (None, "identity") else f"{len(class_map)} classes"}  # fmt: skip
+        self.run_info = {
+            "model": name,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "layers": self.num_layers,
+            "heads": self.num_heads,
+            "num_labels": len(self.id2label),
+            "class_map": class_map if class_map in (None, "identity") else f"{len(class_map)} classes",
+        }
 
     @property
     def grid_side(self) -> int:
@@ -128,12 +161,20 @@ class ViTClassifier(pl.LightningModule):
         n = len(self.id2label)
         if self.class_map == "identity":
             if len(classes) != n:
-                raise ValueError(f"model.class_map=identity needs the model's {n} labels to be the data set's {len(classes)} classes")
+                raise ValueError(
+                    f"model.class_map=identity needs the model's {n} labels to be the data set's {len(classes)} classes"
+                )
             self.class_matrix = torch.eye(n, device=self.device)
             return
-        missing, extra = [c for c in classes if c not in self._class_labels], [c for c in self._class_labels if c not in classes]
+        missing, extra = (
+            [c for c in classes if c not in self._class_labels],
+            [c for c in self._class_labels if c not in classes],
+        )
         if missing or extra:
-            raise ValueError(f"model.class_map must name each data-set class once: missing {missing}, unknown {extra} (classes: {classes})")
+            raise ValueError(
+                "model.class_map must name each data-set class once: "
+                f"missing {missing}, unknown {extra} (classes: {classes})"
+            )
         matrix = torch.zeros(len(classes), n, device=self.device)
         for i, c in enumerate(classes):
             matrix[i, self._class_labels[c]] = 1.0
@@ -152,12 +193,18 @@ class ViTClassifier(pl.LightningModule):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+            )
         return x
 
     def forward(self, x: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False):
         """Pixels in [0, 1] at the model's side -> the transformers output (logits, attentions...)."""
-        return self.model(pixel_values=(x - self.mean) / self.std, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        return self.model(
+            pixel_values=(x - self.mean) / self.std,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,9 +220,16 @@ class ViTClassifier(pl.LightningModule):
         if not out.attentions or out.attentions[0] is None:
             raise RuntimeError("the model returned no attentions: it must be loaded with attn_implementation='eager'")
         last = self.model.vit.layernorm(out.hidden_states[-1]).float()  # what the classifier head reads
-        return {"logits": out.logits.float(), "attentions": torch.stack(out.attentions).float(), "cls": last[:, 0], "patch_mean": last[:, 1:].mean(1)}
+        return {
+            "logits": out.logits.float(),
+            "attentions": torch.stack(out.attentions).float(),
+            "cls": last[:, 0],
+            "patch_mean": last[:, 1:].mean(1),
+        }
 
-    def attention_gradients(self, x: torch.Tensor, target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def attention_gradients(
+        self, x: torch.Tensor, target: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attentions and d(logit of `target`)/d(attention), both (layers, B, heads, T, T), for
         gradient-weighted rollout; target None: each image's predicted class. Images do not
         interact, so one backward serves the batch."""

@@ -33,7 +33,9 @@ def random_attention(layers=3, b=2, h=4, t=10, seed=0):
 def test_rollout_matches_a_reference_loop():
     att = random_attention()
     np.testing.assert_allclose(A.attention_rollout(att).numpy(), reference_rollout(att), rtol=1e-10)
-    np.testing.assert_allclose(A.attention_rollout(att, discard_ratio=0.3).numpy(), reference_rollout(att, 0.3), rtol=1e-10)
+    np.testing.assert_allclose(
+        A.attention_rollout(att, discard_ratio=0.3).numpy(), reference_rollout(att, 0.3), rtol=1e-10
+    )
 
 
 def test_identity_attention_rolls_out_to_the_identity():
@@ -90,7 +92,10 @@ def test_saliency_ordering_masks_the_top_k_first():
 
 def test_structured_masks_and_auc():
     assert A.structured_patch_mask("checkerboard").sum() == 98
-    assert A.structured_patch_mask("centre").reshape(14, 14)[7, 7] and not A.structured_patch_mask("centre").reshape(14, 14)[0, 0]
+    assert (
+        A.structured_patch_mask("centre").reshape(14, 14)[7, 7]
+        and not A.structured_patch_mask("centre").reshape(14, 14)[0, 0]
+    )
     assert A.deletion_auc([0, 0.5, 1], [1, 0.5, 0]) == pytest.approx(0.5)
 
 

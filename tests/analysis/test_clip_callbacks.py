@@ -37,11 +37,22 @@ class StubClip:
 def run(tmp_path, fit_split):
     metrics = {}
     trainer = SimpleNamespace(
-        default_root_dir=str(tmp_path), is_global_zero=True, loggers=[], global_step=0,
-        callback_metrics=metrics, datamodule=SimpleNamespace(classes=NAMES),
-    )  # fmt: skip
+        default_root_dir=str(tmp_path),
+        is_global_zero=True,
+        loggers=[],
+        global_step=0,
+        callback_metrics=metrics,
+        datamodule=SimpleNamespace(classes=NAMES),
+    )
     module = StubClip()
-    cb = ClipAnalyses({"plain": ["{}"], "photo": ["a photo of a {}."]}, pair_template="photo", gap_lambdas=[0.0, 1.0], procrustes_fit_split=fit_split, tsne_pairs=40, projections=["pca"])
+    cb = ClipAnalyses(
+        {"plain": ["{}"], "photo": ["a photo of a {}."]},
+        pair_template="photo",
+        gap_lambdas=[0.0, 1.0],
+        procrustes_fit_split=fit_split,
+        tsne_pairs=40,
+        projections=["pca"],
+    )
     cb.on_test_end(trainer, module)
     return {k: float(v) for k, v in metrics.items()}, module.calls
 
@@ -62,7 +73,10 @@ def test_the_leaky_test_fit_is_labelled_and_never_worse_on_test(tmp_path):
     assert "procrustes_FITTED_ON_TEST/uncentred/pair_cosine_after" in test_fit
     assert not any(k.startswith("procrustes/") for k in test_fit)
     # the map fitted on the test pairs maximises exactly the test pair cosine
-    assert test_fit["procrustes_FITTED_ON_TEST/uncentred/pair_cosine_after"] >= train_fit["procrustes/uncentred/pair_cosine_after"] - 1e-9
+    assert (
+        test_fit["procrustes_FITTED_ON_TEST/uncentred/pair_cosine_after"]
+        >= train_fit["procrustes/uncentred/pair_cosine_after"] - 1e-9
+    )
 
 
 def test_unknown_pair_template_names_the_key():

@@ -33,14 +33,26 @@ class TopLeftModel:
 
 
 def trainer_stub(tmp_path):
-    return SimpleNamespace(default_root_dir=str(tmp_path), is_global_zero=True, loggers=[], global_step=0, callback_metrics={}, datamodule=SimpleNamespace(classes=["bright", "dark"]))
+    return SimpleNamespace(
+        default_root_dir=str(tmp_path),
+        is_global_zero=True,
+        loggers=[],
+        global_step=0,
+        callback_metrics={},
+        datamodule=SimpleNamespace(classes=["bright", "dark"]),
+    )
 
 
 def outputs(model, n, labelled):
     x = torch.ones(n, 3, SIDE * PATCH, SIDE * PATCH)
     logits = model.logits(x)
-    return {"pixels": x, "logits": logits, "attentions": model.attentions(n), "labels": torch.zeros(n, dtype=torch.long) if labelled else torch.full((n,), -1),
-            "dataset_scores": model.dataset_scores(logits) if labelled else None}  # fmt: skip
+    return {
+        "pixels": x,
+        "logits": logits,
+        "attentions": model.attentions(n),
+        "labels": torch.zeros(n, dtype=torch.long) if labelled else torch.full((n,), -1),
+        "dataset_scores": model.dataset_scores(logits) if labelled else None,
+    }
 
 
 @pytest.mark.parametrize("labelled", [False, True])
@@ -58,14 +70,18 @@ def test_masking_curves_have_the_known_answers(tmp_path, labelled):
         # most attended first masks the top-left patch from the first masked patch on
         assert [m[f"masking/random/{measure}@{f:g}"] for f in (0.0, 1.0)] == [1.0, 0.0]
         assert m[f"masking/most_attended_first/{measure}_auc"] == pytest.approx(1.0 * 0.25 / 2)  # 1 at f=0, 0 after
-        assert m[f"masking/least_attended_first/{measure}_auc"] == pytest.approx(0.25 + 0.25 + 0.5 / 2)  # 1 until f=1, trapezoid to 0 at f=1
+        assert m[f"masking/least_attended_first/{measure}_auc"] == pytest.approx(
+            0.25 + 0.25 + 0.5 / 2
+        )  # 1 until f=1, trapezoid to 0 at f=1
         # random: the top-left patch survives with probability 1 - f (exact over 16 patches), 200 draws each
         assert m[f"masking/random/{measure}@0.25"] == pytest.approx(0.75, abs=0.06)
         assert m[f"masking/random/{measure}@0.5"] == pytest.approx(0.5, abs=0.06)
         expected = {"centre": 1.0, "border": 0.0, "stripes": 0.0, "checkerboard": 0.0}
         assert {k: m[f"masking/structured/{k}/{measure}"] for k in expected} == expected
     assert ("masking/random/accuracy_auc" in m) == labelled
-    assert (tmp_path / "figures" / "masking_deletion_curves.png").is_file() and (tmp_path / "figures" / "masking_examples.png").is_file()
+    assert (tmp_path / "figures" / "masking_deletion_curves.png").is_file() and (
+        tmp_path / "figures" / "masking_examples.png"
+    ).is_file()
     rows = (tmp_path / "tables" / "masking_curves.csv").read_text().splitlines()
     assert rows[0] == "measure,curve,fraction_masked,trial,value"
 
@@ -85,7 +101,11 @@ def test_attention_statistics_over_images(tmp_path):
     """Uniform CLS rows: entropy log(16) in every head; heads with the same map correlate 1."""
     model, trainer = TopLeftModel(), trainer_stub(tmp_path)
     t = SIDE * SIDE + 1
-    uniform = {"pixels": torch.rand(3, 3, 32, 32), "labels": torch.full((3,), -1), "attentions": torch.full((2, 3, 4, t, t), 1.0 / t)}
+    uniform = {
+        "pixels": torch.rand(3, 3, 32, 32),
+        "labels": torch.full((3,), -1),
+        "attentions": torch.full((2, 3, 4, t, t), 1.0 / t),
+    }
     cb = AttentionMaps(num_images=1, max_images=None)
     cb.on_test_epoch_start(trainer, model)
     cb.on_test_batch_end(trainer, model, uniform, None, 0)
@@ -96,4 +116,9 @@ def test_attention_statistics_over_images(tmp_path):
     ramp = A.cls_attention(TopLeftModel.attentions(3, heads=4))
     assert A.head_correlation(ramp[0]).allclose(torch.ones(4, 4))
     names = {p.name for p in (tmp_path / "figures").glob("*.png")}
-    assert names == {"attention_heads_0.png", "attention_fused_0.png", "attention_head_entropy.png", "attention_head_correlation.png"}
+    assert names == {
+        "attention_heads_0.png",
+        "attention_fused_0.png",
+        "attention_head_entropy.png",
+        "attention_head_correlation.png",
+    }

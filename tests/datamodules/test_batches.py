@@ -6,7 +6,9 @@ from datamodules.base import random_crop
 
 
 def make_split(n=23):
-    return Split(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous(), torch.arange(n) % 10)
+    return Split(
+        torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous(), torch.arange(n) % 10
+    )
 
 
 def test_batches_cover_every_image_once_per_epoch_in_a_new_order():
@@ -34,7 +36,9 @@ def test_transform_scales_resizes_repeats_and_normalises():
     t = BatchTransform(image_size=32, channels=3, mean=[0.5, 0.4, 0.3], std=[0.2, 0.2, 0.25])
     out = t(x)
     expected = F.interpolate(x.float() / 255, size=(32, 32), mode="bilinear", antialias=True).repeat(1, 3, 1, 1)
-    expected = (expected - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.2, 0.25]).view(1, 3, 1, 1)
+    expected = (expected - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.2, 0.25]).view(
+        1, 3, 1, 1
+    )
     torch.testing.assert_close(out, expected)
 
 

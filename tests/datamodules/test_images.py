@@ -3,9 +3,9 @@
 import logging
 
 import pytest
+from formats import write_image_folder
 
 from datamodules import ImagesDataModule
-from formats import write_image_folder
 
 
 def test_a_folder_of_good_and_bad_files(tmp_path, caplog):
@@ -14,7 +14,9 @@ def test_a_folder_of_good_and_bad_files(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         dm.setup()
     split = dm.split("test")
-    assert sorted(dm.names) == sorted(["red.png", "grey.jpg", "transparent.png", "cmyk.jpg", "sixteen_bit.png", "palette.gif", "whole.jpg"])
+    assert sorted(dm.names) == sorted(
+        ["red.png", "grey.jpg", "transparent.png", "cmyk.jpg", "sixteen_bit.png", "palette.gif", "whole.jpg"]
+    )
     assert sorted(p.rsplit("/", 1)[1] for p, _ in dm.skipped) == ["fake.jpg", "notes.txt", "truncated.jpg"]
     for name in ("fake.jpg", "notes.txt", "truncated.jpg"):
         assert name in caplog.text
@@ -22,7 +24,9 @@ def test_a_folder_of_good_and_bad_files(tmp_path, caplog):
     assert (split.labels == -1).all()
     img = {n: split.images[i].float() for i, n in enumerate(dm.names)}
     assert img["red.png"][0].mean() == pytest.approx(200, abs=1) and img["red.png"][1:].max() == 0
-    assert img["grey.jpg"].std(0).max() < 2 and img["grey.jpg"].mean() == pytest.approx(90, abs=2)  # grey to 3 equal channels
+    assert img["grey.jpg"].std(0).max() < 2 and img["grey.jpg"].mean() == pytest.approx(
+        90, abs=2
+    )  # grey to 3 equal channels
     assert img["transparent.png"].min() == 255  # composited over white, not black or blue
     assert img["cmyk.jpg"][0].mean() > 200 and img["cmyk.jpg"][1:].mean() < 40
     assert img["sixteen_bit.png"].mean() == pytest.approx(128, abs=1)  # scaled, not clipped to 255
@@ -30,7 +34,9 @@ def test_a_folder_of_good_and_bad_files(tmp_path, caplog):
 
 def test_paths_and_an_empty_set(tmp_path):
     write_image_folder(tmp_path)
-    dm = ImagesDataModule(paths=[str(tmp_path / "red.png"), str(tmp_path / "notes.txt"), str(tmp_path / "nope.png")], image_size=16)
+    dm = ImagesDataModule(
+        paths=[str(tmp_path / "red.png"), str(tmp_path / "notes.txt"), str(tmp_path / "nope.png")], image_size=16
+    )
     dm.setup()
     assert dm.names == ["red.png"] and len(dm.skipped) == 2
     with pytest.raises(FileNotFoundError, match="no readable image"):

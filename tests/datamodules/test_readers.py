@@ -5,11 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from formats import fashion_mnist_arrays, write_cifar10, write_fashion_mnist, write_idx, write_stl10
 
 from datamodules import CIFAR10DataModule, FashionMNISTDataModule, STL10DataModule
 from datamodules.readers import read_idx
-
-from formats import fashion_mnist_arrays, write_cifar10, write_fashion_mnist, write_idx, write_stl10
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -34,7 +33,9 @@ def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
 def test_fashion_mnist_from_debian_style_gz_folder(tmp_path):
     arrays = fashion_mnist_arrays(50, 20)
     write_fashion_mnist(tmp_path / "flat", arrays, compress=True)
-    dm = FashionMNISTDataModule(root=str(tmp_path / "empty"), fallback_roots=[str(tmp_path / "flat")], download=False, val_size=10)
+    dm = FashionMNISTDataModule(
+        root=str(tmp_path / "empty"), fallback_roots=[str(tmp_path / "flat")], download=False, val_size=10
+    )
     dm.setup()
     assert (len(dm.splits["train"]), len(dm.splits["val"]), len(dm.splits["test"])) == (40, 10, 20)
     np.testing.assert_array_equal(dm.splits["test"].images[:, 0].numpy(), arrays["t10k-images-idx3-ubyte"])
@@ -55,7 +56,12 @@ def test_fashion_mnist_from_torchvision_layout(tmp_path):
 
 def test_val_split_is_seeded(tmp_path):
     write_fashion_mnist(tmp_path, fashion_mnist_arrays(60, 10), compress=True)
-    val = lambda seed: FashionMNISTDataModule(root=str(tmp_path), download=False, val_size=12, split_seed=seed).split("val").images
+
+    def val(seed):
+        return (
+            FashionMNISTDataModule(root=str(tmp_path), download=False, val_size=12, split_seed=seed).split("val").images
+        )
+
     assert torch.equal(val(1), val(1))
     assert not torch.equal(val(1), val(2))
 
@@ -66,8 +72,8 @@ def test_cifar10_pickles_through_torchvision_reader(tmp_path):
     train, test = dm.split("train"), dm.split("test")
     assert train.images.shape == (20, 3, 32, 32) and train.images.dtype == torch.uint8
     order = dm.splits["train"].labels  # val_size=0 still shuffles: compare as sets of (image, label)
-    got = sorted((bytes(i.numpy()), int(l)) for i, l in zip(train.images, order))
-    want = sorted((bytes(i), int(l)) for i, l in zip(ref["train_images"], ref["train_labels"]))
+    got = sorted((bytes(i.numpy()), int(lab)) for i, lab in zip(train.images, order, strict=False))
+    want = sorted((bytes(i), int(lab)) for i, lab in zip(ref["train_images"], ref["train_labels"], strict=False))
     assert got == want
     np.testing.assert_array_equal(test.images.numpy(), ref["test_images"])  # NCHW, channel order kept
     np.testing.assert_array_equal(test.labels.numpy(), ref["test_labels"])
@@ -125,7 +131,9 @@ def test_real_debian_fashion_mnist():
         if os.environ.get("CI"):
             pytest.fail("CI must install dataset-fashion-mnist (see .ci/run)")
         pytest.skip("Debian's dataset-fashion-mnist is not installed here")
-    dm = FashionMNISTDataModule(root="/nonexistent", fallback_roots=[str(DEBIAN_FASHION_MNIST)], download=False, val_size=5000)
+    dm = FashionMNISTDataModule(
+        root="/nonexistent", fallback_roots=[str(DEBIAN_FASHION_MNIST)], download=False, val_size=5000
+    )
     dm.setup()
     assert (len(dm.splits["train"]), len(dm.splits["val"]), len(dm.splits["test"])) == (55000, 5000, 10000)
     assert torch.bincount(dm.splits["test"].labels).tolist() == [1000] * 10  # balanced test set

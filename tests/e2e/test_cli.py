@@ -14,7 +14,13 @@ from tiny_models import save_tiny_vit
 from wandb_reader import read_run
 
 SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200", "logger=wandb")
-FIGURES = {"curves_loss.png", "vae_reconstructions.png", "vae_samples.png", "vae_latent_space.png", "vae_latent_grid.png"}
+FIGURES = {
+    "curves_loss.png",
+    "vae_reconstructions.png",
+    "vae_samples.png",
+    "vae_latent_space.png",
+    "vae_latent_grid.png",
+}
 
 
 def only_run_dir(root: Path) -> Path:
@@ -31,7 +37,20 @@ def test_vae_smoke_run_leaves_all_its_evidence(tmp_path):
     result = json.loads((run / "metrics.json").read_text())
     m = result["metrics"]
     assert result["status"] == "ok" and not (run / "FAILED").exists()
-    for key in ("train/recon", "train/kl", "train/loss", "train/neg_elbo", "val/recon", "val/kl", "val/neg_elbo", "test/recon", "test/kl", "test/neg_elbo", "test/latent_silhouette", "test/latent_knn_acc"):
+    for key in (
+        "train/recon",
+        "train/kl",
+        "train/loss",
+        "train/neg_elbo",
+        "val/recon",
+        "val/kl",
+        "val/neg_elbo",
+        "test/recon",
+        "test/kl",
+        "test/neg_elbo",
+        "test/latent_silhouette",
+        "test/latent_knn_acc",
+    ):
         assert key in m, key
     assert m["test/neg_elbo"] == pytest.approx(m["test/recon"] + m["test/kl"], rel=1e-5)
     assert -1 <= m["test/latent_silhouette"] <= 1 and 0 <= m["test/latent_knn_acc"] <= 1
@@ -86,8 +105,20 @@ def test_runs_started_together_get_their_own_folders(tmp_path):
 
     from cli import cli_env
 
-    cmd = [sys.executable, "-m", "experiments", f"paths.log_dir={tmp_path / 'logs'}", "task=vae", "debug=fast_dev_run", "data.synthetic=true", "logger=none"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "task=vae",
+        "debug=fast_dev_run",
+        "data.synthetic=true",
+        "logger=none",
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
     runs = list(tmp_path.glob("logs/vae/runs/*"))
@@ -113,7 +144,7 @@ def test_bad_input_fails_fast_with_one_clear_line(tmp_path, case):
     proc = run_cli(tmp_path, *overrides, "logger=none")
     assert time.time() - start < 60
     assert proc.returncode != 0
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines and must_name in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("logs/**/metrics.json"))  # nothing that looks like a success
@@ -122,9 +153,15 @@ def test_bad_input_fails_fast_with_one_clear_line(tmp_path, case):
 
 
 RESNET_SMOKE = (
-    "task=resnet", "debug=smoke", "model.arch=resnet18", "model.weights=null", "data.image_size=32",
-    "callbacks.lesion_sweep.num_images=64", "callbacks.lesion_sweep.random_trials=2", "callbacks.depth_features.num_images=100",
-)  # fmt: skip
+    "task=resnet",
+    "debug=smoke",
+    "model.arch=resnet18",
+    "model.weights=null",
+    "data.image_size=32",
+    "callbacks.lesion_sweep.num_images=64",
+    "callbacks.lesion_sweep.random_trials=2",
+    "callbacks.depth_features.num_images=100",
+)
 
 
 def test_resnet_ablation_run_leaves_its_evidence(tmp_path):
@@ -135,9 +172,21 @@ def test_resnet_ablation_run_leaves_its_evidence(tmp_path):
     assert result["model_info"]["ablated_modules"] == ["layer2.1", "layer4.1"]
     assert result["model_info"]["projection_blocks"] == [2, 4, 6]
     m = result["metrics"]
-    for key in ("test/acc", "val/acc", "lesion/intact_acc", "lesion/mean_single_drop_acc", "depth/stem/silhouette", "depth/layer4/knn_acc", "test/acc_airplane"):
+    for key in (
+        "test/acc",
+        "val/acc",
+        "lesion/intact_acc",
+        "lesion/mean_single_drop_acc",
+        "depth/stem/silhouette",
+        "depth/layer4/knn_acc",
+        "test/acc_airplane",
+    ):
         assert key in m, key
-    assert {p.name for p in (run / "figures").glob("*.png")} == {"test_confusion_matrix.png", "lesion_sweep.png", "depth_features.png"}
+    assert {p.name for p in (run / "figures").glob("*.png")} == {
+        "test_confusion_matrix.png",
+        "lesion_sweep.png",
+        "depth_features.png",
+    }
     single = (run / "tables" / "lesion_single_block.csv").read_text().splitlines()
     assert len(single) == 1 + 8 and single[1].startswith("0,layer1.0,False")
     # blocks already ablated in training: dropping them again changes nothing
@@ -155,7 +204,9 @@ def test_resnet_ablation_run_leaves_its_evidence(tmp_path):
 
 
 def test_resnet_multirun_over_ablations_shares_a_wandb_group(tmp_path):
-    proc = run_cli(tmp_path, "-m", *RESNET_SMOKE, "ablate.blocks=[],[3]", "callbacks.lesion_sweep.k_values=[0,1]", "logger=wandb")
+    proc = run_cli(
+        tmp_path, "-m", *RESNET_SMOKE, "ablate.blocks=[],[3]", "callbacks.lesion_sweep.k_values=[0,1]", "logger=wandb"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = tmp_path.glob("logs/resnet/multiruns/*")
     runs = [read_run(next((sweep / j).glob("wandb/offline-run-*/run-*.wandb"))) for j in ("0", "1")]
@@ -175,11 +226,25 @@ def test_bad_ablation_fails_in_seconds_stating_the_range(tmp_path, blocks, messa
 
 def test_ddp_on_two_cpu_processes_writes_one_run_folder(tmp_path):
     """Hydra + DDP: the second rank (a re-launched process) writes into the first one's folder."""
-    proc = run_cli(tmp_path, "task=vae", "debug=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.sync_batchnorm=false", "logger=csv")
+    proc = run_cli(
+        tmp_path,
+        "task=vae",
+        "debug=smoke",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        "trainer.sync_batchnorm=false",
+        "logger=csv",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = tmp_path.glob("logs/vae/runs/*")
     assert (run / "train_ddp_process_1.log").is_file() and (run / "metrics.json").is_file()
-    values = [l.rsplit("=", 1)[1].split(";")[0].strip() for l in proc.stderr.splitlines() + proc.stdout.splitlines() if "test/neg_elbo = " in l]
+    values = [
+        line.rsplit("=", 1)[1].split(";")[0].strip()
+        for line in proc.stderr.splitlines() + proc.stdout.splitlines()
+        if "test/neg_elbo = " in line
+    ]
     assert len(values) == 2 and values[0] == values[1]  # both ranks report the metric reduced over ranks
 
 
@@ -189,22 +254,50 @@ def test_clip_run_with_a_tiny_saved_model(tmp_path):
     from models.clip_module import load_clip
 
     config = tmp_path / "tiny-clip-e2e.json"
-    config.write_text(json.dumps({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-                                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}))  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "embed_dim": 32,
+                "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+            }
+        )
+    )
     model, _ = load_clip("tiny-clip-e2e", None, str(config))
     torch.save(model.state_dict(), tmp_path / "tiny.pt")
     proc = run_cli(
-        tmp_path, "task=clip", "debug=smoke", "model.name=tiny-clip-e2e", f"model.model_config={config}", f"model.pretrained={tmp_path / 'tiny.pt'}",
-        "data.image_size=32", "callbacks.clip_analyses.tsne_pairs=60", "callbacks.clip_analyses.projections=[pca]", "logger=wandb",
-    )  # fmt: skip
+        tmp_path,
+        "task=clip",
+        "debug=smoke",
+        "model.name=tiny-clip-e2e",
+        f"model.model_config={config}",
+        f"model.pretrained={tmp_path / 'tiny.pt'}",
+        "data.image_size=32",
+        "callbacks.clip_analyses.tsne_pairs=60",
+        "callbacks.clip_analyses.projections=[pca]",
+        "logger=wandb",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = tmp_path.glob("logs/clip/runs/*")
     m = json.loads((run / "metrics.json").read_text())["metrics"]
-    for key in ("zeroshot/seed_name/top1", "zeroshot/openai_stl10/balanced_acc", "zeroshot/seed_ensemble/top5", "gap/norm", "gap/pair_cosine",
-                "gap/modality_separability", "procrustes/centred/top1_after", "procrustes/uncentred/mcnemar_p", "linear_probe/test_acc"):  # fmt: skip
+    for key in (
+        "zeroshot/seed_name/top1",
+        "zeroshot/openai_stl10/balanced_acc",
+        "zeroshot/seed_ensemble/top5",
+        "gap/norm",
+        "gap/pair_cosine",
+        "gap/modality_separability",
+        "procrustes/centred/top1_after",
+        "procrustes/uncentred/mcnemar_p",
+        "linear_probe/test_acc",
+    ):
         assert key in m, key
     assert 0 <= m["gap/norm"] <= 2 and -1 <= m["gap/pair_cosine"] <= 1
-    assert {p.name for p in (run / "figures").glob("*.png")} == {"zeroshot_confusion_matrix.png", "gap_shift.png", "gap_pairs_pca.png"}
+    assert {p.name for p in (run / "figures").glob("*.png")} == {
+        "zeroshot_confusion_matrix.png",
+        "gap_shift.png",
+        "gap_pairs_pca.png",
+    }
     table = (run / "tables" / "zeroshot_by_template_set.csv").read_text().splitlines()
     assert table[0].startswith("templates,prompts,top1,top5,balanced_acc,airplane") and len(table) == 6
     (wandb_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
@@ -214,16 +307,32 @@ def test_clip_run_with_a_tiny_saved_model(tmp_path):
 
 
 VIT_FIGURES = {
-    "predictions_batch_0.png", "attention_heads_0.png", "attention_heads_1.png", "attention_fused_0.png", "attention_fused_1.png",
-    "attention_head_entropy.png", "attention_head_correlation.png", "rollout_maps.png", "masking_deletion_curves.png", "masking_examples.png",
-}  # fmt: skip
+    "predictions_batch_0.png",
+    "attention_heads_0.png",
+    "attention_heads_1.png",
+    "attention_fused_0.png",
+    "attention_fused_1.png",
+    "attention_head_entropy.png",
+    "attention_head_correlation.png",
+    "rollout_maps.png",
+    "masking_deletion_curves.png",
+    "masking_examples.png",
+}
 
 
 def test_vit_run_on_a_folder_of_images_with_a_tiny_saved_model(tmp_path):
     save_tiny_vit(tmp_path / "tiny-vit")
     write_image_folder(tmp_path / "photos")
-    proc = run_cli(tmp_path, "task=vit", f"model.name={tmp_path / 'tiny-vit'}", "data.root=photos", "data.image_size=48", "logger=wandb",
-                   "analysis.masking.trials=2", "analysis.masking.fractions=[0,0.25,0.5,1]")  # fmt: skip
+    proc = run_cli(
+        tmp_path,
+        "task=vit",
+        f"model.name={tmp_path / 'tiny-vit'}",
+        "data.root=photos",
+        "data.image_size=48",
+        "logger=wandb",
+        "analysis.masking.trials=2",
+        "analysis.masking.fractions=[0,0.25,0.5,1]",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = tmp_path.glob("logs/vit/runs/*")
     for bad in ("fake.jpg", "notes.txt", "truncated.jpg"):
@@ -233,7 +342,12 @@ def test_vit_run_on_a_folder_of_images_with_a_tiny_saved_model(tmp_path):
     assert m["masking/random/agreement@0"] == 1.0  # nothing masked: the unmasked prediction itself
     curves = (run / "tables" / "masking_curves.csv").read_text().splitlines()
     assert len(curves) == 1 + 4 * 2 + 2 * 4 + 4  # random (4 fractions x 2 trials), most/least first, 4 structured masks
-    for key in ("masking/random/agreement_auc", "masking/most_attended_first/agreement_auc", "masking/least_attended_first/agreement_auc", "masking/structured/centre/agreement"):
+    for key in (
+        "masking/random/agreement_auc",
+        "masking/most_attended_first/agreement_auc",
+        "masking/least_attended_first/agreement_auc",
+        "masking/structured/centre/agreement",
+    ):
         assert 0 <= m[key] <= 1, key
     for key in ("rollout/entropy", "attention/layer_2/entropy"):  # nats over the 4x4 grid of the 32 px model
         assert 0 < m[key] <= math.log(16) + 1e-6, key
@@ -251,19 +365,39 @@ def test_vit_run_on_a_folder_of_images_with_a_tiny_saved_model(tmp_path):
 
 def test_vit_run_on_labelled_synthetic_data_scores_against_labels(tmp_path):
     save_tiny_vit(tmp_path / "tiny-vit")
-    proc = run_cli(tmp_path, "task=vit", "data=cifar10", "debug=smoke", f"model.name={tmp_path / 'tiny-vit'}", "model.class_map=identity",
-                   "data.eval_batch_size=16", "analysis.masking.trials=1", "analysis.rollout.target_class=3", "analysis.probe.train_images=100")  # fmt: skip
+    proc = run_cli(
+        tmp_path,
+        "task=vit",
+        "data=cifar10",
+        "debug=smoke",
+        f"model.name={tmp_path / 'tiny-vit'}",
+        "model.class_map=identity",
+        "data.eval_batch_size=16",
+        "analysis.masking.trials=1",
+        "analysis.rollout.target_class=3",
+        "analysis.probe.train_images=100",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = tmp_path.glob("logs/vit/runs/*")
     m = json.loads((run / "metrics.json").read_text())["metrics"]
     assert m["masking/images"] == 32  # two test batches of 16 (debug=smoke)
-    for key in ("test/acc", "test/top5_acc", "masking/random/accuracy_auc", "masking/most_attended_first/accuracy_auc",
-                "masking/structured/border/accuracy", "probe/cls/test_acc", "probe/patch_mean/test_acc", "probe/cls/train_acc"):  # fmt: skip
+    for key in (
+        "test/acc",
+        "test/top5_acc",
+        "masking/random/accuracy_auc",
+        "masking/most_attended_first/accuracy_auc",
+        "masking/structured/border/accuracy",
+        "probe/cls/test_acc",
+        "probe/patch_mean/test_acc",
+        "probe/cls/train_acc",
+    ):
         assert 0 <= m[key] <= 1, key
     assert m["test/top5_acc"] >= m["test/acc"]
     probe = (run / "tables" / "probe_linear.csv").read_text().splitlines()
     assert probe[0] == "features,train_images,test_images,train_acc,test_acc" and probe[1].startswith("cls,100,32,")
-    assert {p.name for p in (run / "figures").glob("*.png")} == VIT_FIGURES | {"predictions_batch_1.png"}  # a figure per batch
+    assert {p.name for p in (run / "figures").glob("*.png")} == VIT_FIGURES | {
+        "predictions_batch_1.png"
+    }  # a figure per batch
     (wandb_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
     logged = read_run(wandb_file)
     history = {k: v for row in logged["history"] for k, v in row.items()}
@@ -274,6 +408,14 @@ def test_vit_run_on_labelled_synthetic_data_scores_against_labels(tmp_path):
 def test_vit_class_map_must_cover_the_data_sets_classes(tmp_path):
     save_tiny_vit(tmp_path / "tiny-vit")
     start = time.time()
-    proc = run_cli(tmp_path, "task=vit", "data=cifar10", "data.synthetic=true", f"model.name={tmp_path / 'tiny-vit'}", "+model.class_map.airplane=[0]", "logger=none")
+    proc = run_cli(
+        tmp_path,
+        "task=vit",
+        "data=cifar10",
+        "data.synthetic=true",
+        f"model.name={tmp_path / 'tiny-vit'}",
+        "+model.class_map.airplane=[0]",
+        "logger=none",
+    )
     assert proc.returncode == 2 and time.time() - start < 60
     assert "model.class_map must name each data-set class once" in proc.stderr and "Traceback" not in proc.stderr

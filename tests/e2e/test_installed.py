@@ -14,9 +14,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_wheel_carries_the_config_tree_and_runs_from_anywhere(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {n.split("experiments/conf/", 1)[1] for n in names if n.startswith("experiments/conf/")}
@@ -26,11 +39,31 @@ def test_wheel_carries_the_config_tree_and_runs_from_anywhere(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     env = cli_env(tmp_path, PYTHONPATH=str(site))  # the wheel's packages shadow the checkout's
-    probe = subprocess.run([sys.executable, "-c", "import experiments; print(experiments.config_dir())"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import experiments; print(experiments.config_dir())"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == str(site / "experiments" / "conf")
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments", "task=vae", "debug=fast_dev_run", "data.synthetic=true", "logger=none", f"paths.log_dir={tmp_path / 'logs'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "experiments",
+            "task=vae",
+            "debug=fast_dev_run",
+            "data.synthetic=true",
+            "logger=none",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list(tmp_path.glob("logs/vae/runs/*/metrics.json"))) == 1

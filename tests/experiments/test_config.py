@@ -2,7 +2,6 @@
 
 import pytest
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 import experiments
 

@@ -53,7 +53,9 @@ def make_job(sweep, num, overrides, metrics=None, failed=None):
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if metrics is not None:
-        (job / "metrics.json").write_text(json.dumps({"status": "ok", "metrics": metrics, "wall_time_s": 1.5, "optimized_metric": "test/neg_elbo"}))
+        (job / "metrics.json").write_text(
+            json.dumps({"status": "ok", "metrics": metrics, "wall_time_s": 1.5, "optimized_metric": "test/neg_elbo"})
+        )
     if failed:
         (job / "FAILED").write_text(failed + "\ntraceback...")
 
@@ -78,8 +80,16 @@ def test_sweep_summary_shows_the_objective_even_when_it_is_not_a_test_metric(tmp
         job = tmp_path / str(i)
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"analysis.masking.fill={fill}"]))
-        (job / "metrics.json").write_text(json.dumps({"status": "ok", "wall_time_s": 1.0, "optimized_metric": "masking/random/agreement_auc",
-                                                     "metrics": {"masking/random/agreement_auc": 0.5 + i / 10, "rollout/entropy": 4.0}}))  # fmt: skip
+        (job / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "status": "ok",
+                    "wall_time_s": 1.0,
+                    "optimized_metric": "masking/random/agreement_auc",
+                    "metrics": {"masking/random/agreement_auc": 0.5 + i / 10, "rollout/entropy": 4.0},
+                }
+            )
+        )
     write_summary(tmp_path)
     md = (tmp_path / "summary.md").read_text()
     assert md.splitlines()[0] == "| job | status | overrides | wall_time_s | masking/random/agreement_auc |"

@@ -24,9 +24,21 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(tmp_path: Path, *overrides: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    tmp_path: Path, *overrides: str, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m experiments` from tmp_path (not the checkout) with logs under tmp_path/logs."""
     flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: argparse wants flags first
     rest = [o for o in overrides if not o.startswith("-")]
-    cmd = [sys.executable, "-m", "experiments", *flags, f"paths.log_dir={tmp_path / 'logs'}", "trainer.enable_progress_bar=false", *rest]
-    return subprocess.run(cmd, cwd=tmp_path, env=env or cli_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments",
+        *flags,
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "trainer.enable_progress_bar=false",
+        *rest,
+    ]
+    return subprocess.run(
+        cmd, cwd=tmp_path, env=env or cli_env(tmp_path), capture_output=True, text=True, timeout=timeout
+    )

@@ -53,7 +53,12 @@ def write_cifar10(root: Path, per_batch: int = 4, n_test: int = 6, seed: int = 0
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": names, "num_vis": 3072}, f, protocol=2)
-    return {"train_images": np.concatenate(images[:5]), "train_labels": np.concatenate(labels[:5]), "test_images": images[5], "test_labels": labels[5]}
+    return {
+        "train_images": np.concatenate(images[:5]),
+        "train_labels": np.concatenate(labels[:5]),
+        "test_images": images[5],
+        "test_labels": labels[5],
+    }
 
 
 def write_stl10(root: Path, n_train: int = 10, n_test: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
@@ -70,7 +75,9 @@ def write_stl10(root: Path, n_train: int = 10, n_test: int = 8, seed: int = 0) -
         labels.tofile(folder / f"{split}_y.bin")
         out[f"{split}_images"], out[f"{split}_labels"] = images, labels.astype(np.int64) - 1
     (folder / "unlabeled_X.bin").write_bytes(b"")  # torchvision requires it to exist for every split
-    (folder / "class_names.txt").write_text("\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]))
+    (folder / "class_names.txt").write_text(
+        "\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"])
+    )
     return out
 
 

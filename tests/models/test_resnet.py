@@ -58,7 +58,7 @@ def manual_branch(block, x):
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_dropped_block_outputs_its_shortcut_exactly(nets, arch):
     net = nets[arch]
-    for i, (_, block) in enumerate(R.residual_blocks(net)):
+    for _i, (_, block) in enumerate(R.residual_blocks(net)):
         x = torch.relu(torch.randn(2, block.conv1.in_channels, 8, 8))  # block inputs come out of a ReLU
         with torch.no_grad():
             out = R.AblatedBlock(block, "drop")(x)
@@ -102,7 +102,14 @@ def test_ablation_keeps_parameter_names_and_changes_the_output(nets):
 
 @pytest.mark.parametrize(
     "blocks,message",
-    [([50], "0..49"), ([-1], "0..49"), ([3, 3], "repeats"), (["a"], "integers"), ([2.5], "integers"), ([True], "integers")],
+    [
+        ([50], "0..49"),
+        ([-1], "0..49"),
+        ([3, 3], "repeats"),
+        (["a"], "integers"),
+        ([2.5], "integers"),
+        ([True], "integers"),
+    ],
 )
 def test_bad_block_lists_state_the_valid_range(blocks, message):
     with pytest.raises(ValueError, match=message) as err:
@@ -124,7 +131,9 @@ def test_bad_arch_and_weights_name_their_keys():
 
 def test_offline_weights_fail_fast_naming_the_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", _no_network)  # as offline, even with a network
+    monkeypatch.setattr(
+        torchvision.models._api, "load_state_dict_from_url", _no_network
+    )  # as offline, even with a network
     start = time.time()
     with pytest.raises(RuntimeError) as err:
         R.build_resnet("resnet18", "IMAGENET1K_V1")
@@ -155,7 +164,11 @@ def test_checkpoint_state_dicts_load(tmp_path):
 
 @pytest.mark.parametrize(
     "finetune,trainable",
-    [("head", {"fc"}), ("last_stage", {"layer4", "fc"}), ("full", {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"})],
+    [
+        ("head", {"fc"}),
+        ("last_stage", {"layer4", "fc"}),
+        ("full", {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"}),
+    ],
 )
 def test_finetune_modes_and_frozen_batchnorm(finetune, trainable):
     model = ResNetClassifier(arch="resnet18", weights=None, finetune=finetune)

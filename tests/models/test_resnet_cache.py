@@ -9,11 +9,27 @@ from models import ResNetClassifier
 
 def fit_head(cache: bool) -> tuple[torch.Tensor, float]:
     pl.seed_everything(0)
-    dm = CIFAR10DataModule(synthetic=True, synthetic_size=96, batch_size=16, eval_batch_size=32, hflip=False, crop_padding=0, mean=[0.5] * 3, std=[0.25] * 3)
+    dm = CIFAR10DataModule(
+        synthetic=True,
+        synthetic_size=96,
+        batch_size=16,
+        eval_batch_size=32,
+        hflip=False,
+        crop_padding=0,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+    )
     torch.manual_seed(1)
     model = ResNetClassifier(arch="resnet18", weights=None, finetune="head", cache_features=cache)
     stats = model.net.layer2[0].bn1.running_mean.clone()
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=dm)
     assert model.caching == cache and not dm.features  # the cache is dropped after fitting
     assert torch.equal(model.net.layer2[0].bn1.running_mean, stats)  # frozen BN did not drift

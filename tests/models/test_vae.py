@@ -1,6 +1,7 @@
 import pytest
 import torch
-from torch.distributions import Normal, kl_divergence as torch_kl
+from torch.distributions import Normal
+from torch.distributions import kl_divergence as torch_kl
 
 from models import ConvVAE, VAEModule, kl_divergence, kl_weight, reconstruction_loss
 
@@ -58,7 +59,9 @@ def test_module_objective_is_recon_plus_weighted_kl_and_training_lowers_it():
     templates = (torch.rand(4, 1, 7, 7) > 0.5).float().repeat_interleave(4, -1).repeat_interleave(4, -2)
     x = templates.repeat(8, 1, 1, 1)  # 32 images, 4 distinct binary patterns: learnable
     logged = {}
-    module.log = lambda name, value, **kw: logged.__setitem__(name, float(value.detach() if hasattr(value, 'detach') else value))
+    module.log = lambda name, value, **kw: logged.__setitem__(
+        name, float(value.detach() if hasattr(value, "detach") else value)
+    )
     torch.manual_seed(1)
     out = module.validation_step((x, torch.zeros(32)), 0)
     assert logged["val/loss"] == pytest.approx(logged["val/recon"] + 0.5 * logged["val/kl"], rel=1e-5)
