@@ -18,7 +18,7 @@ ViTForImageClassification(cfg).save_pretrained("/tmp/vit-b16-random")
 PY
 start=$(date +%s)
 python3 -m experiments experiment=vit_cifar10 trainer=gpu logger=csv paths.log_dir=/tmp/vitlogs model.name=/tmp/vit-b16-random \
-  data.synthetic=true data.synthetic_size=2048 data.eval_batch_size=64 analysis.max_images=1024 trainer.enable_progress_bar=false \
+  data.synthetic=true data.synthetic_size=2048 data.eval_batch_size=64 callbacks.attention_maps.max_images=1024 callbacks.attention_rollout.max_images=1024 callbacks.patch_masking.max_images=1024 trainer.enable_progress_bar=false \
   > "$out/task.log" 2>&1
 echo "task exit $? in $(( $(date +%s) - start )) s" | tee -a "$out/task.log"
 run=$(ls -d /tmp/vitlogs/vit/runs/* | head -1)

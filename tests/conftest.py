@@ -11,7 +11,37 @@ from hydra.core.global_hydra import GlobalHydra
 
 import experiments
 
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))  # formats.py, wandb_reader.py
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))  # formats.py, wandb_reader.py, inprocess.py
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_environment(tmp_path_factory):
+    """Every test runs away from any network or account: W&B offline (its caches in a temp dir),
+    the Hugging Face hub offline. Subprocesses get the same from tests/helpers/cli.py."""
+    import os
+
+    home = tmp_path_factory.mktemp("wandb")
+    saved = dict(os.environ)
+    os.environ.update(
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_CACHE_DIR=str(home / "cache"),
+        WANDB_DATA_DIR=str(home / "data"),
+        WANDB_CONFIG_DIR=str(home / "config"),
+        HF_HUB_OFFLINE="1",
+    )
+    os.environ.pop("WANDB_API_KEY", None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def run_experiment(tmp_path):
+    """run_experiment(*overrides) -> (exit code, run folder): one job in this process (helpers/inprocess.py)."""
+    from inprocess import run_experiment as run
+
+    return lambda *overrides: run(tmp_path, *overrides)
 
 
 @pytest.fixture

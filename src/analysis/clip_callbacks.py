@@ -1,8 +1,9 @@
 """The clip task's analyses, run once the test pass has embedded the test images.
 
-Needs a module like models.ClipZeroShot: `embeddings["test"]`, `embed_split(name)` and
-`encode_texts(texts)`. Every number goes to metrics.json and the loggers, every table to
-tables/*.csv and W&B, every figure to figures/*.png and W&B.
+Needs a module that is contracts.ImageTextEmbedder (models.ClipZeroShot) and data that is
+contracts.EvaluationData; the train split is embedded here, once, when something is fitted.
+Every number goes to metrics.json and the loggers, every table to tables/*.csv and W&B, every
+figure to figures/*.png and W&B.
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from sklearn.metrics import confusion_matrix
 
 from . import clip as C
 from . import embedding, figures
-from .callbacks import class_names, log_figure, log_numbers, log_table
+from .contracts import EvaluationData, ImageTextEmbedder
+from .evaluation import class_names, eval_batches
+from .evidence import log_figure, log_numbers, log_table
 
 
 class ClipAnalyses(Callback):
+    module_needs = (ImageTextEmbedder,)
+    data_needs = (EvaluationData,)
+
     def __init__(
         self,
         templates: Mapping[str, Sequence[str]],
@@ -43,7 +50,7 @@ class ClipAnalyses(Callback):
         self.fit_split, self.tsne_pairs, self.projections, self.seed = (
             procrustes_fit_split,
             tsne_pairs,
-            list(projections),
+            [embedding.check_projection(p, "callbacks.clip_analyses.projections") for p in projections],
             seed,
         )
 
@@ -52,8 +59,17 @@ class ClipAnalyses(Callback):
         texts = [t.format(c) for c in names for t in templates]
         return C.ensemble(pl_module.encode_texts(texts).reshape(len(names), len(templates), -1))
 
+    @staticmethod
+    def embed_split(trainer, pl_module, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised image embeddings, labels) of a whole split, batched on the model's device."""
+        z, y = [], []
+        for x, labels in eval_batches(trainer, pl_module, split=split):
+            z.append(pl_module.encode_images(x).float().cpu())
+            y.append(labels.cpu())
+        return torch.cat(z).numpy(), torch.cat(y).numpy()
+
     def on_test_end(self, trainer, pl_module):
-        img, labels = pl_module.embeddings["test"]
+        img, labels = pl_module.test_embeddings()
         names = class_names(trainer, int(labels.max()) + 1)
         numbers: dict[str, float] = {}
 
@@ -108,7 +124,8 @@ class ClipAnalyses(Callback):
         )
 
         # Procrustes image -> paired text, fitted on the train split (or, on request, the test set)
-        fit_img, fit_labels = pl_module.embed_split("train") if self.fit_split == "train" else (img, labels)
+        train_img, train_labels = self.embed_split(trainer, pl_module, "train")  # once: the fit and the probe
+        fit_img, fit_labels = (train_img, train_labels) if self.fit_split == "train" else (img, labels)
         tag = "procrustes" if self.fit_split == "train" else "procrustes_FITTED_ON_TEST"
         before = float((preds == labels).mean())
         mapped_by = {}
@@ -127,7 +144,6 @@ class ClipAnalyses(Callback):
                     f"{key}/mcnemar_p": test["p_value"],
                 }
             )
-        train_img, train_labels = pl_module.embed_split("train")
         probe = embedding.linear_probe(train_img, train_labels, img, labels)
         numbers.update({"linear_probe/train_acc": probe["train_acc"], "linear_probe/test_acc": probe["test_acc"]})
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from scipy.stats import norm
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
+
+PROJECTIONS = ("pca", "tsne", "umap")
+
+
+def check_projection(method: str, key: str) -> str:
+    """`method` if it is one of PROJECTIONS, else a ValueError naming the config key."""
+    if method not in PROJECTIONS:
+        raise ValueError(f"{key} must be one of {', '.join(PROJECTIONS)}, got {method!r}")
+    return method
 
 
 def project_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -30,7 +37,7 @@ def project_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
         import umap
 
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
-    raise ValueError(f"projection must be pca, tsne or umap, got {method!r}")
+    raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {method!r}")
 
 
 def knn_accuracy(z: np.ndarray, labels: np.ndarray, k: int = 5, folds: int = 5, seed: int = 0) -> float:
@@ -49,35 +56,6 @@ def silhouette(z: np.ndarray, labels: np.ndarray, max_samples: int = 5000, seed:
     z, labels = np.asarray(z), np.asarray(labels)
     size = min(max_samples, len(z)) if len(z) > max_samples else None
     return float(silhouette_score(z, labels, sample_size=size, random_state=seed))
-
-
-def latent_grid(size: int, quantile: float = 0.05) -> np.ndarray:
-    """(size*size, 2) points on a grid over a 2-D standard normal, evenly spaced in probability
-    (Kingma & Welling's manifold figure): rows run from high z2 to low, columns low z1 to high."""
-    if not 0 < quantile < 0.5:
-        raise ValueError(f"quantile must lie in (0, 0.5), got {quantile}")
-    ticks = norm.ppf(np.linspace(quantile, 1 - quantile, size))
-    z1, z2 = np.meshgrid(ticks, ticks[::-1])
-    return np.stack([z1.ravel(), z2.ravel()], axis=1)
-
-
-def sample_prior(kind: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Seeded samples of a standard prior: `gaussian` N(0, 1) or `laplace` Laplace(0, 1) (variance 2,
-    heavier tails: decodes what the VAE makes of latents off its Gaussian prior)."""
-    if kind == "gaussian":
-        return torch.randn(shape, generator=generator)
-    if kind == "laplace":  # inverse CDF of Laplace(0, 1) at u ~ U(-1/2, 1/2)
-        u = torch.rand(shape, generator=generator) - 0.5
-        return -torch.sign(u) * torch.log1p(-2 * u.abs())
-    raise ValueError(f"prior must be gaussian or laplace, got {kind!r}")
-
-
-def random_block_subsets(n_blocks: int, k: int, trials: int, seed: int = 0) -> list[list[int]]:
-    """`trials` seeded random sets of k distinct block indices out of n_blocks (sorted)."""
-    if not 0 <= k <= n_blocks:
-        raise ValueError(f"k must lie in 0..{n_blocks}, got {k}")
-    rng = np.random.default_rng(seed + 1000 * k)
-    return [sorted(rng.choice(n_blocks, size=k, replace=False).tolist()) for _ in range(trials)]
 
 
 def linear_probe(

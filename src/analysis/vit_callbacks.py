@@ -23,14 +23,17 @@ from lightning.pytorch.callbacks import Callback
 
 from . import attention as A
 from . import embedding, figures
-from .callbacks import log_figure, log_numbers, log_table, test_batches
+from .contracts import AttentionInspectable, EvaluationData, ImageFiles
+from .evaluation import eval_batches
+from .evidence import log_figure, log_numbers, log_table
 
 log = logging.getLogger(__name__)
 
 
 def image_names(trainer, start: int, n: int) -> list[str]:
     """File names for images start..start+n of the test split (data=images), else 'test #i'."""
-    names = getattr(trainer.datamodule, "names", None)
+    dm = trainer.datamodule
+    names = list(dm.names) if isinstance(dm, ImageFiles) else None
     return [names[i] if names and i < len(names) else f"test #{i}" for i in range(start, start + n)]
 
 
@@ -70,6 +73,9 @@ class ViTPredictions(Callback):
     """Top-k labels with probabilities: a figure per batch (up to `max_figures`), a table of every
     image, and top-1/top-k accuracy on the data set's classes where a class map is set."""
 
+    module_needs = (AttentionInspectable,)
+    data_needs = (EvaluationData,)
+
     def __init__(self, top_k: int = 5, images_per_figure: int = 8, max_figures: int = 4):
         self.top_k, self.images_per_figure, self.max_figures = top_k, images_per_figure, max_figures
 
@@ -82,7 +88,7 @@ class ViTPredictions(Callback):
         labels = outputs["labels"]
         n = len(labels)
         names = image_names(trainer, self.seen, n)
-        classes = list(getattr(trainer.datamodule, "classes", []))
+        classes = list(trainer.datamodule.classes)
         top_labels = [[pl_module.label_name(i) for i in row] for row in top.indices.tolist()]
         mapped = has_labels(outputs)
         if mapped:
@@ -125,7 +131,7 @@ class ViTPredictions(Callback):
         mapped = self.top_k_hits is not None
         columns = ["image", "true_class", "top1_label", "top1_prob", "top_k"] + (["predicted_class"] if mapped else [])
         log_table(trainer, "predictions/top_k", columns, self.rows)
-        skipped = getattr(trainer.datamodule, "skipped", [])
+        skipped = list(trainer.datamodule.skipped) if isinstance(trainer.datamodule, ImageFiles) else []
         if skipped:
             log_table(trainer, "data/skipped_files", ["file", "reason"], [list(s) for s in skipped])
         numbers = {"predictions/images": float(self.seen), "data/skipped_files": float(len(skipped))}
@@ -139,6 +145,9 @@ class AttentionMaps(Callback):
     `num_images`; the heads fused (mean / max / min) per layer, overlaid on the image; and over
     up to `max_images`, the entropy of each head's map and the correlation between heads."""
 
+    module_needs = (AttentionInspectable,)
+    data_needs = (EvaluationData,)
+
     def __init__(
         self,
         num_images: int = 2,
@@ -149,13 +158,13 @@ class AttentionMaps(Callback):
     ):
         bad = [f for f in head_fusions if f not in A.HEAD_FUSIONS]
         if bad:
-            raise ValueError(f"analysis.attention.head_fusions: {bad} not in {list(A.HEAD_FUSIONS)}")
+            raise ValueError(f"callbacks.attention_maps.head_fusions: {bad} not in {list(A.HEAD_FUSIONS)}")
         if not 0 <= alpha <= 1:
-            raise ValueError(f"analysis.attention.alpha must lie in [0, 1], got {alpha}")
+            raise ValueError(f"callbacks.attention_maps.alpha must lie in [0, 1], got {alpha}")
         import matplotlib
 
         if colormap not in matplotlib.colormaps:
-            raise ValueError(f"analysis.attention.colormap={colormap!r} is not a matplotlib colormap")
+            raise ValueError(f"callbacks.attention_maps.colormap={colormap!r} is not a matplotlib colormap")
         self.num_images, self.head_fusions, self.colormap, self.alpha = num_images, list(head_fusions), colormap, alpha
         self.max_images = max_images
 
@@ -280,6 +289,9 @@ class AttentionRollout(Callback):
     style) for the first `num_images`, batched, overlaid on the images; the entropy of the
     rollout maps over up to `max_images` as a number."""
 
+    module_needs = (AttentionInspectable,)
+    data_needs = (EvaluationData,)
+
     def __init__(
         self,
         head_fusion: str = "mean",
@@ -291,7 +303,7 @@ class AttentionRollout(Callback):
         alpha: float = 0.5,
         max_images: int | None = 512,
     ):
-        check_rollout_settings(head_fusion, discard_ratio, "analysis.rollout")
+        check_rollout_settings(head_fusion, discard_ratio, "callbacks.attention_rollout")
         self.head_fusion, self.discard_ratio, self.gradient, self.target_class = (
             head_fusion,
             discard_ratio,
@@ -304,7 +316,7 @@ class AttentionRollout(Callback):
     def check_setup(self, model, datamodule) -> None:
         """Called by the run loop before the test pass: the chosen class must be a model label."""
         if self.target_class is not None:
-            self.target = model.label_index(self.target_class, "analysis.rollout.target_class")
+            self.target = model.label_index(self.target_class, "callbacks.attention_rollout.target_class")
 
     def on_test_epoch_start(self, trainer, pl_module):
         self.quota, self.rows, self.entropy, self.count = _Quota(self.max_images), [], 0.0, 0
@@ -327,7 +339,7 @@ class AttentionRollout(Callback):
             attentions, grads = pl_module.attention_gradients(x, target)
             grad_map = A.cls_map(A.gradient_rollout(attentions, grads, self.discard_ratio)).cpu()
         names = image_names(trainer, self.quota.seen - n, k)
-        classes = list(getattr(trainer.datamodule, "classes", []))
+        classes = list(trainer.datamodule.classes)
         for i in range(k):
             label = int(outputs["labels"][i])
             true = f", true: {classes[label]}" if 0 <= label < len(classes) else ""
@@ -370,6 +382,9 @@ class PatchMasking(Callback):
     rollout-ordered deletion (most-attended first vs least-attended first vs random), with the
     deletion curves' AUC. Over up to `max_images` test images."""
 
+    module_needs = (AttentionInspectable,)
+    data_needs = (EvaluationData,)
+
     def __init__(
         self,
         fractions: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9),
@@ -385,15 +400,15 @@ class PatchMasking(Callback):
         bad = [f for f in fractions if not 0 <= f <= 1]
         if not fractions or bad:
             raise ValueError(
-                f"analysis.masking.fractions must be a non-empty list of values in [0, 1], got {list(fractions)}"
+                f"callbacks.patch_masking.fractions must be a non-empty list of values in [0, 1], got {list(fractions)}"
             )
         if fill not in A.FILLS:
-            raise ValueError(f"analysis.masking.fill must be one of {list(A.FILLS)}, got {fill!r}")
+            raise ValueError(f"callbacks.patch_masking.fill must be one of {list(A.FILLS)}, got {fill!r}")
         unknown = [s for s in structured if s not in A.STRUCTURED_MASKS]
         if unknown:
-            raise ValueError(f"analysis.masking.structured: {unknown} not in {list(A.STRUCTURED_MASKS)}")
+            raise ValueError(f"callbacks.patch_masking.structured: {unknown} not in {list(A.STRUCTURED_MASKS)}")
         if not isinstance(trials, int) or trials < 1:
-            raise ValueError(f"analysis.masking.trials must be a positive integer, got {trials!r}")
+            raise ValueError(f"callbacks.patch_masking.trials must be a positive integer, got {trials!r}")
         check_rollout_settings(head_fusion, discard_ratio, "callbacks.patch_masking")  # the saliency order's rollout
         self.fractions, self.trials, self.fill, self.structured = (
             sorted(float(f) for f in fractions),
@@ -523,6 +538,9 @@ class LinearProbe(Callback):
     """Logistic regression on the final CLS token vs the mean of the final patch tokens, fitted on
     up to `train_images` of the train split, scored on the test images seen (labelled sets only)."""
 
+    module_needs = (AttentionInspectable,)
+    data_needs = (EvaluationData,)
+
     def __init__(self, train_images: int | None = 5000, c: float = 1.0):
         self.train_images, self.c = train_images, c
 
@@ -535,15 +553,11 @@ class LinearProbe(Callback):
 
     def on_test_epoch_end(self, trainer, pl_module):
         test = {k: torch.cat(v).numpy() for k, v in self.test.items()}
-        if (
-            not len(test.get("labels", []))
-            or (test["labels"] < 0).any()
-            or "train" not in getattr(trainer.datamodule, "splits", {})
-        ):
+        if not len(test.get("labels", [])) or (test["labels"] < 0).any() or not trainer.datamodule.has_split("train"):
             log.info("linear probe skipped: the data set has no labelled train split")
             return
         train = defaultdict(list)
-        for x, y in test_batches(trainer, pl_module, self.train_images, split="train"):
+        for x, y in eval_batches(trainer, pl_module, self.train_images, split="train"):
             out = pl_module.infer(pl_module.pixels(x))
             for key in ("cls", "patch_mean"):
                 train[key].append(out[key].cpu())

@@ -1,7 +1,7 @@
 """LightningDataModules. Each small data set lives in memory as uint8 and is transformed per batch
 on the device (see base.py)."""
 
-from .base import BatchTransform, InMemoryDataModule, Split, TensorBatches
+from .base import BatchTransform, FeatureSplit, InMemoryDataModule, Split, TensorBatches
 from .cifar10 import CIFAR10DataModule
 from .fashion_mnist import FashionMNISTDataModule
 from .images import ImagesDataModule
@@ -10,6 +10,7 @@ from .stl10 import STL10DataModule
 __all__ = [
     "BatchTransform",
     "InMemoryDataModule",
+    "FeatureSplit",
     "Split",
     "TensorBatches",
     "CIFAR10DataModule",

@@ -9,8 +9,9 @@ runs batched on the device the model uses (see `BatchTransform`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import lightning.pytorch as pl
 import torch
@@ -22,20 +23,14 @@ UNLABELLED = -1  # the label of an image without one (a user's own files)
 
 @dataclass
 class Split:
-    """One split of an image data set: uint8 images (N, C, H, W) and int64 labels (N,); or, once
-    a model has cached them, float features (N, D) in place of the images."""
+    """One split of an image data set: uint8 images (N, C, H, W) and int64 labels (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
 
     def __post_init__(self) -> None:
-        is_images = self.images.dtype == torch.uint8 and self.images.ndim == 4
-        is_features = self.images.is_floating_point() and self.images.ndim == 2
-        if not (is_images or is_features):
-            raise ValueError(
-                "images must be uint8 (N, C, H, W) or features (N, D), "
-                f"got {self.images.dtype} {tuple(self.images.shape)}"
-            )
+        if not (self.images.dtype == torch.uint8 and self.images.ndim == 4):
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels {tuple(self.labels.shape)} do not match {self.images.shape[0]} images")
         self.labels = self.labels.long()
@@ -44,21 +39,44 @@ class Split:
         return self.images.shape[0]
 
     def subset(self, index: torch.Tensor) -> Split:
-        return Split(self.images[index], self.labels[index])
+        return type(self)(self.images[index], self.labels[index])
 
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.images.to(device), self.labels.to(device))
+        return type(self)(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class FeatureSplit(Split):
+    """A split whose images were replaced by features computed once, float (N, D): what a frozen
+    backbone made of them (see `InMemoryDataModule.cache_features`). Batches need no transform."""
+
+    def __post_init__(self) -> None:
+        if not (self.images.is_floating_point() and self.images.ndim == 2):
+            raise ValueError(f"features must be float (N, D), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels {tuple(self.labels.shape)} do not match {self.images.shape[0]} features")
+        self.labels = self.labels.long()
 
 
 class TensorBatches:
-    """Iterates (images, labels) batches out of a `Split` by index, one gather per batch.
+    """Iterates (images, labels) batches out of a `Split` by index, one gather per batch, each
+    moved to `device` and passed through `transform` (the data module's on-device transforms).
 
     Under DDP each rank takes every world_size-th image of the same (seeded, per-epoch) order,
     padded by wrapping around so every rank gets as many: what a DistributedSampler does for a
     DataLoader.
     """
 
-    def __init__(self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: torch.device | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.split, self.batch_size, self.shuffle, self.drop_last, self.seed = (
             split,
             batch_size,
@@ -66,6 +84,7 @@ class TensorBatches:
             drop_last,
             seed,
         )
+        self.device, self.transform = device, transform  # each batch: moved to `device`, then transformed
         self.epoch = 0
 
     @staticmethod
@@ -96,7 +115,10 @@ class TensorBatches:
             order = order.repeat(math.ceil(total / n))[:total][rank::world]
         for b in range(len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.split.images[index], self.split.labels[index]
+            x, y = self.split.images[index], self.split.labels[index]
+            if self.device is not None:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield (x if self.transform is None else self.transform(x)), y
 
 
 class BatchTransform(nn.Module):
@@ -207,7 +229,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.on_device, self.drop_last = on_device, drop_last
         self.transform = BatchTransform(image_size, channels, mean, std, hflip, crop_padding)
         self.splits: dict[str, Split] = {}
-        self.features: dict[str, Split] = {}  # per split, once a model asked for cached features
+        self.features: dict[str, FeatureSplit] = {}  # per split, once FeatureCache asked for them
         self._loaders: dict[str, TensorBatches] = {}
 
     # -- what a subclass provides ------------------------------------------------------------
@@ -249,62 +271,78 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.setup()
         return self.splits[name]
 
-    def _device(self) -> torch.device:
+    def _compute_device(self) -> torch.device:
+        """Where batches are transformed and consumed: the model's device once a trainer runs."""
         trainer = getattr(self, "trainer", None)
-        if self.on_device and trainer is not None and trainer.lightning_module is not None:
+        if trainer is not None and trainer.lightning_module is not None:
             return trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _batches(self, name: str, shuffle: bool) -> TensorBatches:
+    def _batches(self, name: str, shuffle: bool, device: torch.device | None = None) -> TensorBatches:
+        device = device or self._compute_device()
         if name in self.features:
-            split = self.features[name]
+            split, transform = self.features[name], None  # features: nothing to transform
         else:
             split = self.split(name)
-            device = self._device()
-            if split.images.device != device:
-                split = self.splits[name] = split.to(device)  # moved once, kept there
+            home = device if self.on_device else torch.device("cpu")
+            if split.images.device != home:
+                split = self.splits[name] = split.to(home)  # moved once, kept there
+            transform = partial(self.transform, train=shuffle)  # the training order is augmented
         bs = self.batch_size if name == "train" else self.eval_batch_size
-        return TensorBatches(split, bs, shuffle=shuffle, drop_last=self.drop_last and shuffle, seed=self.split_seed)
+        return TensorBatches(
+            split,
+            bs,
+            shuffle,
+            drop_last=self.drop_last and shuffle,
+            seed=self.split_seed,
+            device=device,
+            transform=transform,
+        )
 
     @torch.no_grad()
-    def cache_features(self, fn, splits=("train", "val")) -> None:
+    def cache_features(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], splits: Sequence[str] = ("train", "val")
+    ) -> None:
         """Replace each split's images by fn(transformed eval batch), computed once, batched, on
-        the model's device; batches of those splits then carry features (N, D). No augmentation."""
-        device = self._device()
+        the model's device; batches of those splits then carry features (N, D). No augmentation.
+        Called by experiments.feature_cache.FeatureCache (contracts.CachesFeatures)."""
         for name in splits:
-            split = self.split(name)
-            feats = [
-                fn(self.transform(split.images[i : i + self.eval_batch_size].to(device)))
-                for i in range(0, len(split), self.eval_batch_size)
-            ]
-            self.features[name] = Split(torch.cat(feats), split.labels.to(device))
+            z, y = zip(*((fn(x), labels) for x, labels in self.eval_batches(name, self._compute_device())), strict=True)
+            self.features[name] = FeatureSplit(torch.cat(z), torch.cat(y))
         self._loaders.clear()
 
     def clear_feature_cache(self) -> None:
         self.features.clear()
         self._loaders.clear()
 
+    # -- what analyses read after the test pass (contracts.EvaluationData) --------------------
+    def has_split(self, name: str) -> bool:
+        self.setup()
+        return name in self.splits and len(self.splits[name]) > 0
+
+    def eval_batches(self, name: str, device: torch.device, max_images: int | None = None):
+        """(transformed images, labels) on `device`, in order, unaugmented, from the start of a
+        split; at most `max_images` of them."""
+        seen = 0
+        for x, y in self._batches(name, shuffle=False, device=torch.device(device)):
+            if max_images is not None and seen >= max_images:
+                return
+            if max_images is not None:
+                x, y = x[: max_images - seen], y[: max_images - seen]
+            seen += len(y)
+            yield x, y
+
+    # -- Lightning's loaders: batches arrive transformed, on the model's device ---------------
     def train_dataloader(self):
         if "train" not in self._loaders:
             self._loaders["train"] = self._batches("train", shuffle=True)
         return self._loaders["train"]  # kept, so each epoch draws a new order
 
-    def eval_dataloader(self, name: str) -> TensorBatches:
-        """Any split's batches in order, unaugmented: for evaluation, analyses and features."""
-        return self._batches(name, shuffle=False)
-
     def val_dataloader(self):
-        return self.eval_dataloader("val")
+        return self._batches("val", shuffle=False)
 
     def test_dataloader(self):
-        return self.eval_dataloader("test")
+        return self._batches("test", shuffle=False)
 
     def predict_dataloader(self):
         return self.test_dataloader()
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
-        images, labels = batch
-        if images.ndim == 2:
-            return images, labels  # cached features: nothing to transform
-        training = bool(getattr(self, "trainer", None) is not None and self.trainer.training)
-        return self.transform(images, train=training), labels

@@ -83,6 +83,8 @@ class ImagesDataModule(InMemoryDataModule):
         synthetic: bool = False,
         synthetic_size: int = 16,
         on_device: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ):
         if not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
@@ -95,6 +97,8 @@ class ImagesDataModule(InMemoryDataModule):
             batch_size=eval_batch_size,
             eval_batch_size=eval_batch_size,
             on_device=on_device,
+            mean=mean,
+            std=std,
         )
         self.paths, self.shape = list(paths or []), (3, image_size, image_size)
         self.names: list[str] = []

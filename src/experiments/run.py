@@ -22,6 +22,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.contracts import ChecksSetup, ReportsRunInfo, missing_capabilities
 from experiments.loggers import build_loggers, finish_wandb, log_config
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def run(cfg: DictConfig) -> float | None:
     import lightning.pytorch as pl
 
-    for name in ("lightning.pytorch", "lightning.fabric"):  # Hydra's handlers already print them once
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Hydra's handlers already print them once
         logging.getLogger(name).handlers.clear()
     start = time.time()
     out = Path(cfg.paths.output_dir)
@@ -84,14 +85,17 @@ def run(cfg: DictConfig) -> float | None:
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         raise ConfigError(str(e)) from e
     model = build(cfg.model, "model")
-    callbacks = [
-        build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
-    ]
+    named = {
+        name: build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
+    }
+    callbacks = list(named.values())
+    problems = [p for name, cb in named.items() for p in missing_capabilities(name, cb, model, datamodule)]
+    if problems:  # a callback this model or data cannot serve: say so now, not after training
+        raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     for part in (model, *callbacks):  # what can only be checked with model and data side by side
-        check = getattr(part, "check_setup", None)
-        if check is not None:
+        if isinstance(part, ChecksSetup):
             try:
-                check(model=model, datamodule=datamodule)
+                part.check_setup(model=model, datamodule=datamodule)
             except ValueError as e:
                 raise ConfigError(str(e)) from e
     try:
@@ -118,7 +122,7 @@ def run(cfg: DictConfig) -> float | None:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update(collect_metrics(trainer))
 
-    run_info = getattr(model, "run_info", None)  # e.g. the modules a ResNet ablation replaced
+    run_info = model.run_info() if isinstance(model, ReportsRunInfo) else None  # e.g. what an ablation replaced
     if run_info:
         for lg in loggers:
             lg.log_hyperparams({"model_info": run_info})

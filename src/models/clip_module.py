@@ -52,9 +52,9 @@ def load_clip(name: str, pretrained: str | None, model_config: str | None = None
 class ClipZeroShot(pl.LightningModule):
     """Embeds images with an open_clip model during `trainer.test`, and class prompts on request.
 
-    After the test pass `embeddings["test"]` and, once asked for with `embed_split("train")`,
-    `embeddings["train"]` hold (normalised image embeddings, labels) as numpy arrays: computed
-    once per run and shared by every analysis.
+    After the test pass `test_embeddings()` holds the test split's (normalised image embeddings,
+    labels) as numpy arrays: computed once per run and shared by every analysis
+    (contracts.ImageTextEmbedder).
     """
 
     def __init__(self, name: str = "ViT-B-32", pretrained: str | None = "openai", model_config: str | None = None):
@@ -86,14 +86,11 @@ class ClipZeroShot(pl.LightningModule):
                 out.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
         return torch.cat(out).numpy()
 
-    def embed_split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Image embeddings of a whole split of the attached data module, computed once."""
-        if name not in self.embeddings:
-            dm = self.trainer.datamodule
-            dm.cache_features(self.encode_images, splits=(name,))
-            split = dm.features.pop(name)
-            self.embeddings[name] = (split.images.cpu().numpy(), split.labels.cpu().numpy())
-        return self.embeddings[name]
+    def test_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised image embeddings, labels) of the test split, gathered by the test pass."""
+        if "test" not in self.embeddings:
+            raise RuntimeError("no test embeddings: run trainer.test first")
+        return self.embeddings["test"]
 
     def on_test_epoch_start(self):
         self._test = []

@@ -71,12 +71,10 @@ class ResNetClassifier(pl.LightningModule):
         self._freeze(finetune)
         self.optimizer_factory = optimizer
         self.caching = cache_features and finetune == "head" and freeze_bn
-        self.run_info = {
-            "ablated_modules": self.ablated_modules,
-            "ablate_when": ablate_when,
-            "projection_blocks": R.projection_blocks(self.net),
-        }
-        metric = lambda: MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
+
+        def metric():
+            return MulticlassAccuracy(num_classes, average="micro")
+
         self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
         self.train()  # puts the frozen BatchNorms in eval mode from the start
 
@@ -142,6 +140,16 @@ class ResNetClassifier(pl.LightningModule):
             return R.backbone_features(self.net, self._layout(x)).float()
 
     # -- what the analyses use ------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for model-ready images, bf16 on a GPU (contracts.Classifier)."""
+        with bf16_on_gpu(self.device):
+            return self(x).float()
+
+    def projection_blocks(self) -> list[int]:
+        """Global indices of the blocks whose shortcut is a projection (1x1 conv + BN)."""
+        return R.projection_blocks(self.net)
+
     def residual_block_names(self) -> list[str]:
         return [name for name, _ in R.residual_blocks(self.net)]
 
@@ -157,16 +165,19 @@ class ResNetClassifier(pl.LightningModule):
     def on_fit_start(self):
         if self._channels_last():
             self.net.to(memory_format=torch.channels_last)
-        dm = self.trainer.datamodule
-        if self.caching and hasattr(dm, "cache_features"):
-            self.net.eval()
-            dm.cache_features(self.features, splits=("train", "val"))
-            log.info("head-only fine-tuning on cached backbone features (unaugmented images)")
 
-    def on_fit_end(self):
-        dm = self.trainer.datamodule
-        if hasattr(dm, "clear_feature_cache"):
-            dm.clear_feature_cache()
+    def caches_features(self) -> bool:
+        """Head only with frozen BatchNorm: the backbone is a fixed function, so it may run once per
+        split and the head train on its features (experiments.feature_cache.FeatureCache)."""
+        return self.caching
+
+    def run_info(self) -> dict:
+        """What the run should record (contracts.ReportsRunInfo): the modules an ablation replaced."""
+        return {
+            "ablated_modules": self.ablated_modules,
+            "ablate_when": self.hparams.ablate_when,
+            "projection_blocks": self.projection_blocks(),
+        }
 
     # -- steps --------------------------------------------------------------------------------
     def _step(self, batch, stage: str, acc):
@@ -199,7 +210,6 @@ class ResNetClassifier(pl.LightningModule):
         if self.blocks and self.hparams.ablate_when == "test":
             self._test_ablation = R.ablated(self.net, self.blocks, self.hparams.ablate_mode)
             self.ablated_modules = self._test_ablation.__enter__()
-            self.run_info["ablated_modules"] = self.ablated_modules
             log.info("ablated (%s, for the test pass): %s", self.hparams.ablate_mode, ", ".join(self.ablated_modules))
 
     def on_test_epoch_end(self):
@@ -209,6 +219,6 @@ class ResNetClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:
-            return torch.optim.Adam(params, lr=1e-3)
+        if self.optimizer_factory is None:  # the optimizer and its defaults live in conf/model/*.yaml only
+            raise ValueError("model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/")
         return self.optimizer_factory(params=params)

@@ -51,6 +51,14 @@ class VAEModule(pl.LightningModule):
         self.vae = ConvVAE(latent_dim, in_channels, image_size, tuple(channels), hidden_dim)
         self.optimizer_factory = optimizer
 
+    @property
+    def latent_dim(self) -> int:
+        return self.vae.latent_dim
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] for latents z (contracts.LatentGenerative)."""
+        return self.vae.decode(z)
+
     def forward(self, x: torch.Tensor, sample: bool = False):
         return self.vae(x, sample=sample)
 
@@ -87,6 +95,6 @@ class VAEModule(pl.LightningModule):
         return self._step(batch, "test", sample=False)
 
     def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
+        if self.optimizer_factory is None:  # the optimizer and its defaults live in conf/model/*.yaml only
+            raise ValueError("model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/")
         return self.optimizer_factory(params=self.parameters())

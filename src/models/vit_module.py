@@ -127,8 +127,12 @@ class ViTClassifier(pl.LightningModule):
             }
         self.class_map = class_map
         self.register_buffer("class_matrix", None, persistent=False)  # (data-set classes, model labels), once checked
-        self.run_info = {
-            "model": name,
+
+    def run_info(self) -> dict:
+        """What the run records about the model (contracts.ReportsRunInfo)."""
+        class_map = self.hparams.class_map
+        return {
+            "model": self.hparams.name,
             "image_size": self.image_size,
             "patch_size": self.patch_size,
             "layers": self.num_layers,

@@ -4,7 +4,9 @@ import torch
 from scipy.spatial.distance import cdist
 from scipy.stats import norm
 
-from analysis.embedding import knn_accuracy, latent_grid, linear_probe, project_2d, sample_prior, silhouette
+from analysis.embedding import knn_accuracy, linear_probe, project_2d, silhouette
+from analysis.latent import latent_grid, sample_prior
+from analysis.lesion import random_block_subsets
 
 
 def blobs(separation: float, n: int = 60, seed: int = 0):
@@ -51,7 +53,7 @@ def test_projection_keeps_2d_and_reduces_higher_dims():
     top2 = np.sort(np.linalg.eigvalsh(np.cov(centred.T)))[::-1][:2]
     np.testing.assert_allclose(np.sort(pca.var(0, ddof=1))[::-1], top2, rtol=1e-6)
     assert project_2d(z, "tsne").shape == (len(z), 2)
-    with pytest.raises(ValueError, match="pca, tsne or umap"):
+    with pytest.raises(ValueError, match="pca, tsne, umap"):
         project_2d(z, "lda")
 
 
@@ -75,7 +77,6 @@ def test_prior_samples_have_the_right_moments():
 
 
 def test_random_block_subsets_are_seeded_distinct_and_sized():
-    from analysis.embedding import random_block_subsets
 
     sets = random_block_subsets(50, 7, trials=4, seed=1)
     assert len(sets) == 4 and all(len(s) == len(set(s)) == 7 and all(0 <= b < 50 for b in s) for s in sets)

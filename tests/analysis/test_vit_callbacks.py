@@ -87,11 +87,11 @@ def test_masking_curves_have_the_known_answers(tmp_path, labelled):
 
 
 def test_masking_refuses_bad_settings():
-    with pytest.raises(ValueError, match="analysis.masking.fractions"):
+    with pytest.raises(ValueError, match="callbacks.patch_masking.fractions"):
         PatchMasking(fractions=[0.1, 1.5])
-    with pytest.raises(ValueError, match="analysis.masking.fill"):
+    with pytest.raises(ValueError, match="callbacks.patch_masking.fill"):
         PatchMasking(fill="blur")
-    with pytest.raises(ValueError, match="analysis.masking.structured"):
+    with pytest.raises(ValueError, match="callbacks.patch_masking.structured"):
         PatchMasking(structured=["diagonal"])
     with pytest.raises(ValueError, match="patch_masking.head_fusion"):
         PatchMasking(head_fusion="median")  # the rollout that orders the saliency masks

@@ -62,12 +62,15 @@ def test_random_crop_is_a_window_of_the_padded_image():
         assert any(torch.equal(out[i], w) for w in windows)
 
 
-def test_datamodule_applies_its_transform_after_transfer():
+def test_datamodule_batches_arrive_transformed_and_eval_batches_are_the_same_images():
     dm = FashionMNISTDataModule(synthetic=True, synthetic_size=20, batch_size=8, channels=3, image_size=32)
     x, y = next(iter(dm.train_dataloader()))
-    assert x.dtype == torch.uint8
-    xt, yt = dm.on_after_batch_transfer((x, y))
-    assert xt.shape == (8, 3, 32, 32) and xt.dtype == torch.float32 and torch.equal(yt, y)
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    test = list(dm.eval_batches("test", torch.device("cpu"), max_images=5))
+    assert sum(len(b[1]) for b in test) == 5
+    expected = dm.transform(dm.splits["test"].images[:5])
+    torch.testing.assert_close(test[0][0], expected)  # the split's first images, unaugmented
+    assert dm.has_split("val") and not dm.has_split("predict")
 
 
 def test_ddp_ranks_share_out_one_order_evenly(monkeypatch):

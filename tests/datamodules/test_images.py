@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+import torch
 from formats import write_image_folder
 
 from datamodules import ImagesDataModule
@@ -51,4 +52,5 @@ def test_synthetic_images_and_batches():
     dm = ImagesDataModule(synthetic=True, synthetic_size=5, image_size=24, eval_batch_size=2, on_device=False)
     batches = list(dm.test_dataloader())
     assert [len(y) for _, y in batches] == [2, 2, 1]
-    assert batches[0][0].shape == (2, 3, 24, 24) and batches[0][0].dtype.is_floating_point is False
+    assert batches[0][0].shape == (2, 3, 24, 24) and batches[0][0].dtype == torch.float32  # scaled to [0, 1]
+    assert 0 <= float(batches[0][0].min()) and float(batches[0][0].max()) <= 1

@@ -1,5 +1,7 @@
 """The real config tree, composed as the CLI composes it."""
 
+from pathlib import Path
+
 import pytest
 from hydra.utils import instantiate
 
@@ -10,10 +12,26 @@ def test_configs_ship_inside_the_package_or_checkout():
     assert experiments.config_dir().endswith("conf")
 
 
-@pytest.mark.parametrize("task", ["vae", "resnet", "vit", "clip"])
+TASKS = sorted(p.stem for p in Path(experiments.config_dir(), "task").glob("*.yaml"))
+
+
+def test_the_four_tasks_are_there():
+    assert {"vae", "resnet", "vit", "clip"} <= set(TASKS)
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_every_task_composes(compose_cfg, task):
     cfg = compose_cfg(f"task={task}")
-    assert cfg.task_name == task and cfg.optimized_metric and cfg.monitor
+    assert cfg.task_name == task and cfg.optimized_metric
+    assert (cfg.monitor is not None) == bool(cfg.train)  # a training task picks its best epoch; others have none
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in Path(experiments.config_dir(), "model").glob("*.yaml")))
+def test_every_model_config_composes_on_its_own(name):
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(Path(experiments.config_dir(), "model", f"{name}.yaml"))
+    OmegaConf.to_container(conf, resolve=True)  # no key reaches outside the model's own file
 
 
 def test_vae_task_builds_data_and_model_from_config(compose_cfg):
@@ -35,8 +53,6 @@ def test_every_knob_is_documented():
     """Each key that a config group defines carries a comment, on its line or the line above
     (presets in experiment/ and debug/, and tasks' top-level keys, set keys documented where
     they are defined)."""
-    from pathlib import Path
-
     undocumented = []
     for path in Path(experiments.config_dir()).rglob("*.yaml"):
         if path.parent.name in ("experiment", "debug"):

@@ -79,7 +79,7 @@ def test_sweep_summary_shows_the_objective_even_when_it_is_not_a_test_metric(tmp
     for i, fill in enumerate(["zero", "mean"]):
         job = tmp_path / str(i)
         (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"analysis.masking.fill={fill}"]))
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"callbacks.patch_masking.fill={fill}"]))
         (job / "metrics.json").write_text(
             json.dumps(
                 {
@@ -93,4 +93,4 @@ def test_sweep_summary_shows_the_objective_even_when_it_is_not_a_test_metric(tmp
     write_summary(tmp_path)
     md = (tmp_path / "summary.md").read_text()
     assert md.splitlines()[0] == "| job | status | overrides | wall_time_s | masking/random/agreement_auc |"
-    assert md.splitlines()[3] == "| 1 | ok | analysis.masking.fill=mean | 1 | 0.6 |"  # job 1 and its objective
+    assert md.splitlines()[3] == "| 1 | ok | callbacks.patch_masking.fill=mean | 1 | 0.6 |"  # job 1 and its objective

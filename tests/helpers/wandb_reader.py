@@ -1,72 +1,30 @@
-"""Reads an offline W&B run's `.wandb` file back (tests only).
+"""Reads an offline W&B run back through wandb's own inspection command (tests only).
 
-wandb 0.31 has no public reader for offline runs. The file is a 7-byte header (":W&B", magic,
-version) followed by a LevelDB-style log of 32 KiB blocks whose records (7-byte header: crc32,
-length, type FULL/FIRST/MIDDLE/LAST) each carry one serialized `wandb_internal_pb2.Record`.
+`wandb leet inspect --summary --json RUN_DIR` prints the run's state and exit code, its config and
+its latest metrics; `wandb leet inspect --json RUN_DIR` prints every record (the run record holds
+the group and job type). Both are wandb's supported way to look into an offline run.
 """
 
 from __future__ import annotations
 
 import json
-import struct
+import subprocess
+import sys
 from pathlib import Path
 
-from wandb.proto import wandb_internal_pb2
-
-BLOCK = 32 * 1024
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+WANDB = str(Path(sys.executable).with_name("wandb"))
 
 
-def records(path: str | Path):
-    data = Path(path).read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a .wandb file"
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        left_in_block = BLOCK - pos % BLOCK
-        if left_in_block < 7:  # block trailer padding
-            pos += left_in_block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0 and length == 0:
-            pos += left_in_block
-            continue
-        payload = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == FULL:
-            pending = payload
-        elif kind == FIRST:
-            pending = payload
-            continue
-        elif kind == MIDDLE:
-            pending += payload
-            continue
-        elif kind == LAST:
-            pending += payload
-        rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(pending)
-        yield rec
+def _inspect(path: Path, *flags: str) -> str:
+    proc = subprocess.run([WANDB, "leet", "inspect", *flags, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
 
 
 def read_run(path: str | Path) -> dict:
-    """{'group': ..., 'config': {...}, 'history': [{key: value}, ...], 'summary': {...}}."""
-    out = {"group": None, "config": {}, "history": [], "summary": {}}
-    for rec in records(path):
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            out["group"] = rec.run.run_group
-            for item in rec.run.config.update:
-                out["config"][item.key] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in rec.config.update:
-                out["config"][item.key] = json.loads(item.value_json)
-        elif kind == "history":
-            row = {}
-            for item in rec.history.item:
-                key = item.key or "/".join(item.nested_key)
-                row[key] = json.loads(item.value_json)
-            out["history"].append(row)
-        elif kind == "summary":
-            for item in rec.summary.update:
-                key = item.key or "/".join(item.nested_key)
-                out["summary"][key] = json.loads(item.value_json)
-    return out
+    """{state, exit_code, run_id, config, summary, group, job_type} of an offline run (its folder or .wandb file)."""
+    path = Path(path)
+    summary = json.loads(_inspect(path, "--summary", "--json"))
+    records = [json.loads(line) for line in _inspect(path, "--json").splitlines() if line.strip()]
+    run = next(r["run"] for r in records if r["type"] == "run")
+    return {**summary, "group": run.get("group"), "job_type": run.get("job_type")}

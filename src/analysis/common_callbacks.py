@@ -1,0 +1,79 @@
+"""Callbacks any training task can use: loss curves, and the classification report."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.callbacks import Callback
+
+from . import figures
+from .contracts import Classifier
+from .evaluation import class_names
+from .evidence import log_figure, log_numbers, log_table
+
+
+class LossCurves(Callback):
+    """Records `<split>/<metric>` per epoch for train and val and plots them when fitting ends."""
+
+    def __init__(self, metrics: Sequence[str] = ("loss",), splits: Sequence[str] = ("train", "val")):
+        self.metrics, self.splits = list(metrics), list(splits)
+        self.history: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+
+    def _record(self, trainer: pl.Trainer, split: str) -> None:
+        for m in self.metrics:
+            value = trainer.callback_metrics.get(f"{split}/{m}_epoch", trainer.callback_metrics.get(f"{split}/{m}"))
+            if value is not None:
+                self.history[m][split].append(float(value))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._record(trainer, "train")
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._record(trainer, "val")
+
+    def on_fit_end(self, trainer, pl_module):
+        history = {m: dict(self.history[m]) for m in self.metrics if self.history[m]}
+        if history:
+            log_figure(trainer, "curves/loss", figures.curves(history, title="per image, per epoch"))
+
+
+class ClassificationReport(Callback):
+    """After testing: confusion matrix and per-class accuracy (torchmetrics) as a figure, a W&B
+    table and numbers. Reads `test_step`'s {"preds"} (contracts.Classifier)."""
+
+    module_needs = (Classifier,)
+
+    def __init__(self, num_classes: int = 10):
+        from torchmetrics.classification import MulticlassConfusionMatrix
+
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+
+    def on_test_epoch_start(self, trainer, pl_module):
+        self.confusion = self.confusion.to(pl_module.device)
+        self.confusion.reset()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.confusion.update(outputs["preds"], batch[1])
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        matrix = self.confusion.compute().cpu().numpy()
+        names = class_names(trainer, len(matrix))
+        per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
+        log_figure(trainer, "test/confusion_matrix", figures.confusion_figure(matrix, names, title="test set"))
+        log_numbers(
+            trainer,
+            {
+                f"test/acc_{n.replace(' ', '_').replace('/', '_')}": float(a)
+                for n, a in zip(names, per_class, strict=False)
+            },
+        )
+        log_table(
+            trainer,
+            "test/per_class_accuracy",
+            ["class", "accuracy", "images"],
+            [[n, float(a), int(c)] for n, a, c in zip(names, per_class, matrix.sum(1), strict=False)],
+        )

@@ -1,0 +1,38 @@
+"""Reading a data module's splits again after the test pass, and scoring a classifier on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import torch
+
+from .contracts import Classifier, EvaluationData
+
+
+def class_names(trainer: pl.Trainer, n: int) -> list[str]:
+    """The data module's class names, or 0..n-1 where it has none for n classes (n: labels seen,
+    which may fall short of the data set's count in a tiny run: then the data set's names win)."""
+    dm = trainer.datamodule
+    names = list(dm.classes) if isinstance(dm, EvaluationData) else []
+    return names if len(names) >= n else [str(c) for c in range(n)]
+
+
+def eval_batches(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, max_images: int | None = None, split: str = "test"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(model-ready images, labels) on the model's device, from the start of a split, unaugmented."""
+    dm: EvaluationData = trainer.datamodule
+    return dm.eval_batches(split, pl_module.device, max_images)
+
+
+def accuracy(trainer: pl.Trainer, pl_module: Classifier, max_images: int | None = None, split: str = "test") -> float:
+    """Top-1 accuracy of the module's `predict_logits` on (the first `max_images` of) a split."""
+    was_training = pl_module.training
+    pl_module.eval()
+    correct = total = 0
+    for x, y in eval_batches(trainer, pl_module, max_images, split):
+        correct += int((pl_module.predict_logits(x).argmax(1) == y).sum())
+        total += len(y)
+    pl_module.train(was_training)
+    return correct / max(total, 1)

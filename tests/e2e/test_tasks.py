@@ -1,0 +1,339 @@
+"""Each task end to end, in this process through Hydra's compose API (tests/helpers/inprocess.py):
+the config tree, the run loop, every figure, table, metric and the offline W&B run."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+from formats import write_image_folder
+from tiny_models import save_tiny_vit
+from wandb_reader import read_run
+
+SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200", "logger=wandb")
+
+FIGURES = {
+    "curves_loss.png",
+    "vae_reconstructions.png",
+    "vae_samples.png",
+    "vae_latent_space.png",
+    "vae_latent_grid.png",
+}
+
+
+def only_run_dir(root: Path) -> Path:
+    runs = [p for p in root.glob("logs/vae/runs/*") if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_vae_smoke_run_leaves_all_its_evidence(tmp_path, run_experiment):
+    code, run = run_experiment(*SMOKE, "model.latent_dim=2")
+    assert code == 0
+    run = only_run_dir(tmp_path)
+
+    result = json.loads((run / "metrics.json").read_text())
+    m = result["metrics"]
+    assert result["status"] == "ok" and not (run / "FAILED").exists()
+    for key in (
+        "train/recon",
+        "train/kl",
+        "train/loss",
+        "train/neg_elbo",
+        "val/recon",
+        "val/kl",
+        "val/neg_elbo",
+        "test/recon",
+        "test/kl",
+        "test/neg_elbo",
+        "test/latent_silhouette",
+        "test/latent_knn_acc",
+    ):
+        assert key in m, key
+    assert m["test/neg_elbo"] == pytest.approx(m["test/recon"] + m["test/kl"], rel=1e-5)
+    assert -1 <= m["test/latent_silhouette"] <= 1 and 0 <= m["test/latent_knn_acc"] <= 1
+
+    assert {p.name for p in (run / "figures").glob("*.png")} == FIGURES
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    resolved = (run / "config.yaml").read_text()
+    assert "latent_dim: 2" in resolved and "${" not in resolved
+
+    # the offline W&B run: its images as files, its metrics and config read back from the .wandb log
+    (wandb_dir,) = run.glob("wandb/offline-run-*")
+    media = {p.name.rsplit("_", 2)[0] for p in wandb_dir.glob("files/media/images/**/*.png")}
+    assert {"loss", "reconstructions", "samples", "latent_space", "latent_grid"} <= media
+    logged = read_run(wandb_dir)
+    assert logged["config"]["model"]["latent_dim"] == 2
+    history = logged["summary"]
+    assert history["test/neg_elbo"] == pytest.approx(m["test/neg_elbo"], rel=1e-6)
+    assert history["test/latent_knn_acc"] == pytest.approx(m["test/latent_knn_acc"], rel=1e-6)
+    assert history["vae/latent_grid"]["_type"] == "images/separated"
+
+
+def test_csv_and_no_logger(tmp_path, run_experiment):
+    code, run = run_experiment("task=vae", "debug=smoke", "logger=csv", "model.latent_dim=4")
+    assert code == 0
+    run = only_run_dir(tmp_path)
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "val/neg_elbo" in header and not (run / "wandb").exists()
+    assert (run / "figures" / "vae_latent_space.png").is_file()  # 4-D latents: projected
+    assert not (run / "figures" / "vae_latent_grid.png").exists()  # only drawn for 2-D latents
+
+
+RESNET_SMOKE = (
+    "task=resnet",
+    "debug=smoke",
+    "model.arch=resnet18",
+    "model.weights=null",
+    "data.image_size=32",
+    "callbacks.lesion_sweep.num_images=64",
+    "callbacks.lesion_sweep.random_trials=2",
+    "callbacks.depth_features.num_images=100",
+)
+
+
+def test_resnet_ablation_run_leaves_its_evidence(tmp_path, run_experiment):
+    code, run = run_experiment(*RESNET_SMOKE, "ablate.blocks=[3,7]", "logger=wandb")
+    assert code == 0
+    (run,) = tmp_path.glob("logs/resnet/runs/*")
+    result = json.loads((run / "metrics.json").read_text())
+    assert result["model_info"]["ablated_modules"] == ["layer2.1", "layer4.1"]
+    assert result["model_info"]["projection_blocks"] == [2, 4, 6]
+    m = result["metrics"]
+    for key in (
+        "test/acc",
+        "val/acc",
+        "lesion/intact_acc",
+        "lesion/mean_single_drop_acc",
+        "depth/stem/silhouette",
+        "depth/layer4/knn_acc",
+        "test/acc_airplane",
+    ):
+        assert key in m, key
+    assert {p.name for p in (run / "figures").glob("*.png")} == {
+        "test_confusion_matrix.png",
+        "lesion_sweep.png",
+        "depth_features.png",
+    }
+    single = (run / "tables" / "lesion_single_block.csv").read_text().splitlines()
+    assert len(single) == 1 + 8 and single[1].startswith("0,layer1.0,False")
+    # blocks already ablated in training: dropping them again changes nothing
+    rows = {int(r.split(",")[0]): float(r.split(",")[-1]) for r in single[1:]}
+    assert rows[3] == rows[7] == pytest.approx(m["lesion/intact_acc"])
+    random_k = (run / "tables" / "lesion_random_k.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in random_k[1:]] == list(range(9))
+    (wandb_dir,) = run.glob("wandb/offline-run-*")
+    logged = read_run(wandb_dir)
+    assert logged["config"]["ablate"]["blocks"] == [3, 7]
+    assert logged["config"]["model_info"]["ablated_modules"] == ["layer2.1", "layer4.1"]
+    history = logged["summary"]
+    assert history["lesion/intact_acc"] == pytest.approx(m["lesion/intact_acc"])
+    assert history["lesion/single_block"]["_type"] == "table-file"
+
+
+@pytest.mark.parametrize("blocks,message", [("[8]", "0..7"), ("[x]", "integers")])  # the rest: tests/models
+def test_bad_ablation_fails_in_seconds_stating_the_range(tmp_path, blocks, message, run_experiment, capsys):
+    code, run = run_experiment(*RESNET_SMOKE, f"ablate.blocks={blocks}", "logger=none")
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and (run / "FAILED").is_file()
+    assert "ablate.blocks" in err and message in err, err[-2000:]
+    assert not list(tmp_path.glob("logs/**/metrics.json"))
+
+
+def test_clip_run_with_a_tiny_saved_model(tmp_path, run_experiment):
+    import torch
+
+    from models.clip_module import load_clip
+
+    config = tmp_path / "tiny-clip-e2e.json"
+    config.write_text(
+        json.dumps(
+            {
+                "embed_dim": 32,
+                "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+            }
+        )
+    )
+    model, _ = load_clip("tiny-clip-e2e", None, str(config))
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    code, run = run_experiment(
+        "task=clip",
+        "debug=smoke",
+        "model.name=tiny-clip-e2e",
+        f"model.model_config={config}",
+        f"model.pretrained={tmp_path / 'tiny.pt'}",
+        "data.image_size=32",
+        "callbacks.clip_analyses.tsne_pairs=60",
+        "callbacks.clip_analyses.projections=[pca]",
+        "logger=wandb",
+    )
+    assert code == 0
+    (run,) = tmp_path.glob("logs/clip/runs/*")
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    for key in (
+        "zeroshot/seed_name/top1",
+        "zeroshot/openai_stl10/balanced_acc",
+        "zeroshot/seed_ensemble/top5",
+        "gap/norm",
+        "gap/pair_cosine",
+        "gap/modality_separability",
+        "procrustes/centred/top1_after",
+        "procrustes/uncentred/mcnemar_p",
+        "linear_probe/test_acc",
+    ):
+        assert key in m, key
+    assert 0 <= m["gap/norm"] <= 2 and -1 <= m["gap/pair_cosine"] <= 1
+    assert {p.name for p in (run / "figures").glob("*.png")} == {
+        "zeroshot_confusion_matrix.png",
+        "gap_shift.png",
+        "gap_pairs_pca.png",
+    }
+    table = (run / "tables" / "zeroshot_by_template_set.csv").read_text().splitlines()
+    assert table[0].startswith("templates,prompts,top1,top5,balanced_acc,airplane") and len(table) == 6
+    (wandb_dir,) = run.glob("wandb/offline-run-*")
+    history = read_run(wandb_dir)["summary"]
+    assert history["zeroshot/by_template_set"]["_type"] == "table-file"
+    assert history["gap/norm"] == pytest.approx(m["gap/norm"])
+
+
+VIT_FIGURES = {
+    "predictions_batch_0.png",
+    "attention_heads_0.png",
+    "attention_heads_1.png",
+    "attention_fused_0.png",
+    "attention_fused_1.png",
+    "attention_head_entropy.png",
+    "attention_head_correlation.png",
+    "rollout_maps.png",
+    "masking_deletion_curves.png",
+    "masking_examples.png",
+}
+
+
+def test_vit_run_on_a_folder_of_images_with_a_tiny_saved_model(tmp_path, run_experiment, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # data.root=photos is relative to where the user runs
+    save_tiny_vit(tmp_path / "tiny-vit")
+    write_image_folder(tmp_path / "photos")
+    code, run = run_experiment(
+        "task=vit",
+        f"model.name={tmp_path / 'tiny-vit'}",
+        "data.root=photos",
+        "data.image_size=48",
+        "logger=wandb",
+        "callbacks.patch_masking.trials=2",
+        "callbacks.patch_masking.fractions=[0,0.25,0.5,1]",
+    )
+    assert code == 0
+    (run,) = tmp_path.glob("logs/vit/runs/*")
+    for bad in ("fake.jpg", "notes.txt", "truncated.jpg"):
+        assert bad in caplog.text  # warned by name
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert m["predictions/images"] == 7 and m["data/skipped_files"] == 3 and m["masking/images"] == 7
+    assert m["masking/random/agreement@0"] == 1.0  # nothing masked: the unmasked prediction itself
+    curves = (run / "tables" / "masking_curves.csv").read_text().splitlines()
+    assert len(curves) == 1 + 4 * 2 + 2 * 4 + 4  # random (4 fractions x 2 trials), most/least first, 4 structured masks
+    for key in (
+        "masking/random/agreement_auc",
+        "masking/most_attended_first/agreement_auc",
+        "masking/least_attended_first/agreement_auc",
+        "masking/structured/centre/agreement",
+    ):
+        assert 0 <= m[key] <= 1, key
+    for key in ("rollout/entropy", "attention/layer_2/entropy"):  # nats over the 4x4 grid of the 32 px model
+        assert 0 < m[key] <= math.log(16) + 1e-6, key
+    assert -1 <= m["attention/layer_1/head_correlation"] <= 1
+    assert not any(k.startswith(("probe/", "test/acc")) or "accuracy" in k for k in m)  # no labels: agreement only
+    assert {p.name for p in (run / "figures").glob("*.png")} == VIT_FIGURES
+    table = (run / "tables" / "predictions_top_k.csv").read_text().splitlines()
+    assert table[0] == "image,true_class,top1_label,top1_prob,top_k" and len(table) == 8
+    assert "truncated.jpg" in (run / "tables" / "data_skipped_files.csv").read_text()
+    (wandb_dir,) = run.glob("wandb/offline-run-*")
+    history = read_run(wandb_dir)["summary"]
+    assert history["masking/random/agreement_auc"] == pytest.approx(m["masking/random/agreement_auc"])
+    assert history["masking/curves"]["_type"] == "table-file" and history["rollout/maps"]["_type"] == "images/separated"
+
+
+def test_vit_run_on_labelled_synthetic_data_scores_against_labels(tmp_path, run_experiment):
+    save_tiny_vit(tmp_path / "tiny-vit")
+    code, run = run_experiment(
+        "task=vit",
+        "data=cifar10",
+        "debug=smoke",
+        f"model.name={tmp_path / 'tiny-vit'}",
+        "model.class_map=identity",
+        "data.eval_batch_size=16",
+        "callbacks.patch_masking.trials=1",
+        "callbacks.attention_rollout.target_class=3",
+        "callbacks.linear_probe.train_images=100",
+    )
+    assert code == 0
+    (run,) = tmp_path.glob("logs/vit/runs/*")
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert m["masking/images"] == 32  # two test batches of 16 (debug=smoke)
+    for key in (
+        "test/acc",
+        "test/top5_acc",
+        "masking/random/accuracy_auc",
+        "masking/most_attended_first/accuracy_auc",
+        "masking/structured/border/accuracy",
+        "probe/cls/test_acc",
+        "probe/patch_mean/test_acc",
+        "probe/cls/train_acc",
+    ):
+        assert 0 <= m[key] <= 1, key
+    assert m["test/top5_acc"] >= m["test/acc"]
+    probe = (run / "tables" / "probe_linear.csv").read_text().splitlines()
+    assert probe[0] == "features,train_images,test_images,train_acc,test_acc" and probe[1].startswith("cls,100,32,")
+    assert {p.name for p in (run / "figures").glob("*.png")} == VIT_FIGURES | {
+        "predictions_batch_1.png"
+    }  # a figure per batch
+    (wandb_dir,) = run.glob("wandb/offline-run-*")
+    logged = read_run(wandb_dir)
+    history = logged["summary"]
+    assert history["test/acc"] == pytest.approx(m["test/acc"]) and history["probe/linear"]["_type"] == "table-file"
+    assert history["masking/random/accuracy_auc"] == pytest.approx(m["masking/random/accuracy_auc"])
+
+
+def test_vit_class_map_must_cover_the_data_sets_classes(tmp_path, run_experiment, capsys):
+    save_tiny_vit(tmp_path / "tiny-vit")
+    start = time.time()
+    code, run = run_experiment(
+        "task=vit",
+        "data=cifar10",
+        "data.synthetic=true",
+        f"model.name={tmp_path / 'tiny-vit'}",
+        "+model.class_map.airplane=[0]",
+        "logger=none",
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and time.time() - start < 60
+    assert "model.class_map must name each data-set class once" in err and "Traceback" not in err
+
+
+BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit codes: test_cli.py
+    "negative batch size": (["data.batch_size=-8"], "data.batch_size"),
+    "vit hub model offline": (["task=vit", "data.synthetic=true"], "model.name=google/vit-base-patch16-224"),
+    "vit no readable image": (["task=vit", "data.paths=[/nonexistent/heron.jpg]"], "no readable image in data.paths"),
+    "vit no images given": (["task=vit"], "data.paths"),
+    "callback the model cannot serve": (
+        ["task=vae", "data.synthetic=true", "+callbacks.lesion._target_=analysis.resnet_callbacks.LesionSweep"],
+        "callbacks.lesion (LesionSweep) needs a model that is ResidualBlocks: VAEModule has no",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_fails_fast_with_one_clear_line(tmp_path, run_experiment, capsys, case):
+    overrides, must_name = BAD[case]
+    start = time.time()
+    code, run = run_experiment(*overrides, "logger=none")
+    err = capsys.readouterr().err
+    assert code == 2 and time.time() - start < 60
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and must_name in lines[0], err[-2000:]
+    assert "Traceback" not in err
+    assert (run / "FAILED").is_file() and not (run / "metrics.json").exists()  # nothing that looks like a success
