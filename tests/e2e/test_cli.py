@@ -58,7 +58,6 @@ BAD = {  # through the real CLI: Hydra's own errors and ours, exit codes include
     "unknown task": (["task=segmentation"], "task"),
     "unknown key": (["model.latent_dimension=4"], "latent_dimension"),
     "latent_dim 0": (["model.latent_dim=0"], "model.latent_dim"),
-    "missing data": (["data.root=/nonexistent", "data.fallback_roots=[]", "data.download=false"], "data.root"),
 }
 
 
@@ -89,6 +88,7 @@ RESNET_SMOKE = (
 )
 
 
+@pytest.mark.slow  # the same sweep machinery as the vae multirun, with the resnet task
 def test_resnet_multirun_over_ablations_shares_a_wandb_group(tmp_path):
     proc = run_cli(
         tmp_path, "-m", *RESNET_SMOKE, "ablate.blocks=[],[3]", "callbacks.lesion_sweep.k_values=[0,1]", "logger=wandb"

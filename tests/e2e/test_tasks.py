@@ -316,6 +316,7 @@ def test_vit_class_map_must_cover_the_data_sets_classes(tmp_path, run_experiment
 
 BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit codes: test_cli.py
     "negative batch size": (["data.batch_size=-8"], "data.batch_size"),
+    "missing data": (["data.root=/nonexistent", "data.fallback_roots=[]", "data.download=false"], "data.root"),
     "vit hub model offline": (["task=vit", "data.synthetic=true"], "model.name=google/vit-base-patch16-224"),
     "vit no readable image": (["task=vit", "data.paths=[/nonexistent/heron.jpg]"], "no readable image in data.paths"),
     "vit no images given": (["task=vit"], "data.paths"),

@@ -27,4 +27,4 @@ def read_run(path: str | Path) -> dict:
     summary = json.loads(_inspect(path, "--summary", "--json"))
     records = [json.loads(line) for line in _inspect(path, "--json").splitlines() if line.strip()]
     run = next(r["run"] for r in records if r["type"] == "run")
-    return {**summary, "group": run.get("group"), "job_type": run.get("job_type")}
+    return {**summary, "group": run.get("run_group"), "job_type": run.get("job_type")}

@@ -1,5 +1,7 @@
 """Head-only training on cached backbone features equals training through the whole network."""
 
+from functools import partial
+
 import lightning.pytorch as pl
 import torch
 
@@ -21,7 +23,13 @@ def fit_head(cache: bool) -> tuple[torch.Tensor, float]:
         std=[0.25] * 3,
     )
     torch.manual_seed(1)
-    model = ResNetClassifier(arch="resnet18", weights=None, finetune="head", cache_features=cache)
+    model = ResNetClassifier(
+        arch="resnet18",
+        weights=None,
+        finetune="head",
+        cache_features=cache,
+        optimizer=partial(torch.optim.Adam, lr=1e-3),
+    )
     stats = model.net.layer2[0].bn1.running_mean.clone()
     trainer = pl.Trainer(
         callbacks=[FeatureCache()],
