@@ -27,8 +27,11 @@ def log_figure(trainer: pl.Trainer, name: str, fig: plt.Figure) -> Path:
     if trainer.is_global_zero:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         for lg in trainer.loggers:
-            if hasattr(lg, "log_image"):
+            if hasattr(lg, "log_image"):  # W&B
                 lg.log_image(key=name, images=[str(path)], step=trainer.global_step)
+            elif hasattr(getattr(lg, "experiment", None), "add_image"):  # TensorBoard: the PNG as it was saved
+                image = plt.imread(path)[..., :3]
+                lg.experiment.add_image(name, image, global_step=trainer.global_step, dataformats="HWC")
     plt.close(fig)
     return path
 

@@ -221,6 +221,9 @@ class InMemoryDataModule(pl.LightningDataModule):
             raise ValueError(f"data.eval_batch_size must be a positive integer or null, got {eval_batch_size!r}")
         if synthetic and (not isinstance(synthetic_size, int) or synthetic_size < 2):
             raise ValueError(f"data.synthetic_size must be an integer >= 2, got {synthetic_size!r}")
+        for key, value in (("image_size", image_size), ("channels", channels)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"data.{key} must be a positive integer or null, got {value!r}")
         if val_size < 0:
             raise ValueError(f"data.val_size must be >= 0, got {val_size!r}")
         self.root, self.download, self.synthetic, self.synthetic_size = str(root), download, synthetic, synthetic_size
@@ -237,6 +240,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     # -- data ----------------------------------------------------------------------------------
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the batches the model receives, after the on-device transforms."""
+        t = self.transform
+        return (t.channels or self.shape[0], t.image_size or self.shape[1], t.image_size or self.shape[2])
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import torchvision
 
 from .base import InMemoryDataModule, Split
 from .readers import read_idx
+
+log = logging.getLogger(__name__)
 
 _FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -43,6 +46,12 @@ class FashionMNISTDataModule(InMemoryDataModule):
                 # torchvision's own layout and reader: root/FashionMNIST/raw/, downloaded if allowed
                 ds = torchvision.datasets.FashionMNIST(self.root, train=train, download=self.download)
                 return Split(ds.data.unsqueeze(1).contiguous(), ds.targets)
+            if train and str(flat) != self.root:  # say where the data came from when it is not data.root
+                log.info(
+                    "FashionMNIST: nothing under data.root=%s; read the idx files in %s (data.fallback_roots)",
+                    self.root,
+                    flat,
+                )
             images_file, labels_file = (_existing(flat / f) for f in _FILES[train])
             images, labels = read_idx(images_file), read_idx(labels_file)
             if images.ndim != 3 or labels.shape != images.shape[:1]:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
+import secrets
 import socket
+import string
 from pathlib import Path
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter as _ExperimentWriter
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
@@ -68,8 +73,28 @@ def sweep_group(task_name: str) -> str | None:
     return f"{task_name}-{Path(hc.sweep.dir).name}"
 
 
+RUN_ID_FILE = "wandb_run_id"  # in the run folder: the W&B run that every attempt of this run logs into
+
+
+def wandb_run_id(out: Path) -> str:
+    """The W&B run id of the run in `out`: made once and kept in the folder, so a resumed or
+    requeued run continues the same W&B run. Only rank 0 makes one; other ranks log nothing."""
+    path = out / RUN_ID_FILE
+    if not path.is_file() and _rank() == 0:
+        alphabet = string.ascii_lowercase + string.digits  # what W&B's own run ids are made of
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(secrets.choice(alphabet) for _ in range(8)) + "\n")
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def _rank() -> int:
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return _get_rank() or 0
+
+
 def build_loggers(cfg: DictConfig) -> list:
-    """Instantiate every logger under `logger`, W&B with its mode and group filled in."""
+    """Instantiate every logger under `logger`, W&B with its mode, group and run id filled in."""
     loggers = []
     for _name, conf in (cfg.get("logger") or {}).items():
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
@@ -77,18 +102,24 @@ def build_loggers(cfg: DictConfig) -> list:
         conf = conf.copy()
         if conf._target_.endswith("WandbLogger"):
             mode = wandb_mode(conf.get("offline"))
+            if mode == "online" and not wandb_logged_in():
+                raise ValueError(
+                    "logger.wandb.offline=false (or WANDB_MODE=online) but there is no W&B login: run `wandb login` "
+                    "or set WANDB_API_KEY, or leave logger.wandb.offline=null to log offline and `wandb sync` later"
+                )
             with open_dict(conf):
                 conf.offline = False  # Lightning's flag sets WANDB_MODE process-wide; pass `mode` instead
                 conf.mode = mode
+                conf.id = wandb_run_id(Path(cfg.paths.output_dir)) or None
+                conf.settings = {"silent": True}  # the run's own last lines say where it is and how to sync it
                 if conf.get("group") is None:
                     conf.group = sweep_group(cfg.task_name)
                 Path(conf.save_dir).mkdir(parents=True, exist_ok=True)
-            log.info(
-                "W&B mode: %s%s",
-                mode,
-                " (upload later with `wandb sync <run dir>/wandb/offline-run-*`)" if mode == "offline" else "",
-            )
-        loggers.append(instantiate(conf, _convert_="all"))
+            log.info("W&B mode: %s (run %s)", mode, conf.id)
+        logger = instantiate(conf, _convert_="all")
+        if hasattr(logger, "_wandb_init"):  # Lightning passes anonymous=None, which wandb 0.31 warns about
+            logger._wandb_init.pop("anonymous", None)
+        loggers.append(logger)
     return loggers
 
 
@@ -99,10 +130,30 @@ def log_config(loggers: list, cfg: DictConfig) -> None:
         lg.log_hyperparams(plain)
 
 
-def finish_wandb() -> None:
-    """Close the W&B run of this job, if one is open, so the next job of a sweep gets its own."""
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the W&B run of this job, if one is open, with the run's exit code (non-zero: the
+    dashboard marks it failed), so the next job of a sweep gets its own."""
     import sys
 
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
+
+
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's CSVLogger, except that a resumed run appends to its csv/metrics.csv instead of
+    deleting it (Lightning's writer removes an existing file), so the rows from before a kill stay."""
+
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _AppendingWriter(_ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):  # an earlier attempt of this run: keep its rows and columns
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))

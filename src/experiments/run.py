@@ -2,9 +2,11 @@
 
     run_safely(cfg) -> run(cfg) -> the value of `optimized_metric` (for a sweeper)
 
-`run_safely` turns a mistake in the config or the data into one line on stderr and a non-zero
-exit, marks the run folder FAILED (no metrics.json is ever written for a failed run), and always
-closes the W&B run so that every job of a sweep gets its own.
+`run_safely` ends every run honestly (experiments/lifecycle.py): a mistake in the config or the
+data is one line on stderr, FAILED in the run folder and exit 2; a kill leaves a checkpoint, a
+FAILED naming the resume command and exit 128 + signal; no metrics.json is ever written for a
+failed run; the W&B run is always closed with the run's exit code, so each job of a sweep gets
+its own and a failed run shows as failed.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from hydra.errors import InstantiationException
@@ -23,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.contracts import ChecksSetup, ReportsRunInfo, missing_capabilities
+from experiments import lifecycle
 from experiments.loggers import build_loggers, finish_wandb, log_config
 
 log = logging.getLogger(__name__)
@@ -67,17 +72,30 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _check_trainer(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    epochs, steps = t.get("max_epochs"), t.get("max_steps", -1)
+    if epochs is not None and (not isinstance(epochs, int) or epochs < -1):
+        raise ConfigError(f"trainer.max_epochs must be a positive integer (or -1: no limit), got {epochs!r}")
+    if epochs == -1 and (steps is None or steps == -1):
+        log.warning("trainer.max_epochs=-1 and no trainer.max_steps: training runs until it is stopped (Ctrl-C or kill "
+                    "saves a checkpoint; resume=<run folder> continues it)")  # fmt: skip
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and not Path(ckpt).is_file():
+        raise ConfigError(f"ckpt_path={ckpt} does not exist (to continue a run in its folder: resume=<run folder>)")
+
+
 def run(cfg: DictConfig) -> float | None:
     import lightning.pytorch as pl
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Hydra's handlers already print them once
-        logging.getLogger(name).handlers.clear()
+    quiet_third_party_noise()
     start = time.time()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    _check_trainer(cfg)
 
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.get("data"), "data")
     try:  # read the data now: a missing file fails in seconds, before any logger or model is made
         datamodule.prepare_data()
@@ -100,7 +118,7 @@ def run(cfg: DictConfig) -> float | None:
                 raise ConfigError(str(e)) from e
     try:
         loggers = build_loggers(cfg)
-    except InstantiationException as e:
+    except (InstantiationException, ValueError) as e:
         raise ConfigError(f"logger: {_root_cause(e)}") from e
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
         from lightning.pytorch.callbacks import LearningRateMonitor
@@ -111,7 +129,15 @@ def run(cfg: DictConfig) -> float | None:
 
     metrics: dict[str, float] = {}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        ckpt_path = cfg.get("ckpt_path")
+        if not ckpt_path and (last := lifecycle.resume_checkpoint(out)) is not None:
+            ckpt_path = str(last)  # this folder's run was stopped (or requeued): go on where it was
+            log.info("resuming the run in %s from %s", out, last)
+        lifecycle.STATE.trainer, lifecycle.STATE.fitting = trainer, True
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        finally:
+            lifecycle.STATE.fitting = False
         metrics.update(collect_metrics(trainer))
     if cfg.test:
         ckpt = cfg.get("test_ckpt") if cfg.train else None
@@ -139,33 +165,96 @@ def run(cfg: DictConfig) -> float | None:
         "tags": list(cfg.tags),
         **({"model_info": run_info} if run_info else {}),
     }
+    value = metrics.get(cfg.optimized_metric)
     if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
         write_json_atomic(out / "metrics.json", result)
-    value = metrics.get(cfg.optimized_metric)
-    log.info("%s = %s; evidence in %s", cfg.optimized_metric, value, out)
+        (out / "FAILED").unlink(missing_ok=True)  # an earlier attempt of this run failed; this one did not
+        offline = sorted(out.glob("wandb/offline-run-*"))
+        lifecycle.STATE.final_lines = [  # printed once the W&B run is closed: the last lines a user sees
+            f"{cfg.optimized_metric} = {value}",
+            f"run folder: {out}",
+            *([f"W&B run (offline): wandb sync {out / 'wandb' / 'offline-run-*'}"] if offline else []),
+        ]
     return value
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_safely(cfg: DictConfig) -> float | None:
+    """run(cfg), ending in one of three honest ways (see experiments/lifecycle.py). In a sweep a
+    failed job is recorded and the sweep goes on to the next (the summary lists it)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     out = Path(cfg.paths.output_dir)
+    lifecycle.install_signal_handlers()
+    code = 0
     try:
-        return run(cfg)
+        value = run(cfg)
     except ConfigError as e:
-        _mark_failed(out, e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except BaseException as e:
-        _mark_failed(out, e)
+        code = 2
+        _mark_failed(out, e, f"error: {e}")
+        lifecycle.stderr(f"error: {e}")
+        if _in_multirun():
+            return None  # the sweep's other jobs still run; the summary and the exit code say this one failed
+        sys.exit(code)
+    except (SIGTERMException, lifecycle.Killed, KeyboardInterrupt) as e:
+        signum = lifecycle.received_signal() or getattr(e, "signum", None) or signal.SIGTERM
+        code = lifecycle.exit_code(signum)
+        note = lifecycle.failure_note(out, signum, lifecycle.STATE.trainer)
+        _mark_failed(out, e, note)
+        lifecycle.stderr(note)
+        if _in_multirun():
+            from experiments.sweep import write_summary
+
+            write_summary(out.parent)  # a killed sweep still leaves its table
+        sys.exit(code)
+    except Exception as e:
+        code = 1
+        _mark_failed(out, e, f"{type(e).__name__}: {e}")
+        if _in_multirun():
+            log.exception("job failed; the sweep goes on (see %s)", out / "FAILED")
+            return None
         raise
     finally:
-        finish_wandb()
+        finish_wandb(exit_code=code)
+    for line in lifecycle.STATE.final_lines:
+        print(line, flush=True)
+    return value
 
 
-def _mark_failed(out: Path, e: BaseException) -> None:
-    """A failed run never looks like a success: FAILED holds the reason, metrics.json is absent."""
+def _mark_failed(out: Path, e: BaseException, first_line: str) -> None:
+    """A failed run never looks like a success: FAILED holds the reason (its first line, then the
+    traceback), metrics.json is absent."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "FAILED").write_text(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+        (out / "FAILED").write_text(f"{first_line}\n\n{''.join(traceback.format_exception(e))}")
         (out / "metrics.json").unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def quiet_third_party_noise() -> None:
+    """Every log line once, and nothing a user cannot act on (see README, 'A terminal you can read')."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Hydra's root handlers print them once
+        logging.getLogger(name).handlers.clear()
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # a resumed run's
+    warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint`.*")  # best is the first
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # frozen BN
+
+
+class _DropNoise(logging.Filter):
+    NOISE = ("litlogger", "Total FLOPs")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(n in message for n in self.NOISE)

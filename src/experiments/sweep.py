@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
             row["_optimized"] = result.get("optimized_metric")
         else:
             failed = job_dir / "FAILED"
-            row["status"] = "failed: " + failed.read_text().splitlines()[0] if failed.is_file() else "incomplete"
+            reason = failed.read_text().splitlines()[0] if failed.is_file() else ""
+            row["status"] = "failed: " + reason.removeprefix("error: ") if failed.is_file() else "incomplete"
         rows.append(row)
     return rows
 
@@ -73,5 +75,11 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
-        if rows:
-            log.info("Sweep summary of %d jobs: %s", len(rows), sweep_dir / "summary.md")
+        if not rows:
+            return
+        print(f"sweep summary of {len(rows)} jobs: {sweep_dir / 'summary.md'}")
+        failed = [r for r in rows if r["status"] != "ok"]
+        if failed:  # every job ran; the sweep as a whole did not succeed
+            where = ", ".join(str(sweep_dir / r["job"] / "FAILED") for r in failed)
+            print(f"error: {len(failed)} of {len(rows)} jobs failed: {where}", file=sys.stderr, flush=True)
+            sys.exit(1)

@@ -58,6 +58,10 @@ class ResNetClassifier(pl.LightningModule):
             raise ValueError(f"ablate.mode must be one of {', '.join(R.ABLATION_MODES)}, got {ablate_mode!r}")
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"model.num_classes must be an integer >= 2, got {num_classes!r}")
+        if not isinstance(ablate_blocks, (list, tuple)):
+            raise ValueError(
+                f"ablate.blocks must be a list of block indices, e.g. ablate.blocks=[3,7], got {ablate_blocks!r}"
+            )
         self.save_hyperparameters(ignore=["optimizer"])
         if finetune == "scratch" or checkpoint:
             weights = None  # scratch: random init; a checkpoint replaces whatever torchvision would load
@@ -86,7 +90,15 @@ class ResNetClassifier(pl.LightningModule):
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"model.checkpoint={checkpoint} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001  (pickle, zip or tensor errors: all mean "not a checkpoint")
+            raise ValueError(
+                f"model.checkpoint={checkpoint} is not a PyTorch state dict or Lightning checkpoint "
+                f"({type(e).__name__}); give a file written by torch.save or one of our .ckpt files"
+            ) from None
+        if not isinstance(state, dict):
+            raise ValueError(f"model.checkpoint={checkpoint} holds a {type(state).__name__}, not a state dict")
         if "state_dict" in state:  # one of our Lightning checkpoints
             state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
         if state.get("fc.weight") is not None and state["fc.weight"].shape[0] == num_classes:

@@ -51,6 +51,17 @@ class VAEModule(pl.LightningModule):
         self.vae = ConvVAE(latent_dim, in_channels, image_size, tuple(channels), hidden_dim)
         self.optimizer_factory = optimizer
 
+    def check_setup(self, model, datamodule) -> None:
+        """The data's images must be what the VAE was built for (contracts.ChecksSetup)."""
+        shape = getattr(datamodule, "output_shape", None)
+        want = (self.hparams.in_channels, self.hparams.image_size, self.hparams.image_size)
+        if shape is not None and tuple(shape) != want:
+            raise ValueError(
+                f"the VAE takes images of shape {want} (model.in_channels, model.image_size) but the data gives "
+                f"{tuple(shape)}: set model.in_channels={shape[0]} model.image_size={shape[1]}, "
+                "or data.channels / data.image_size"
+            )
+
     @property
     def latent_dim(self) -> int:
         return self.vae.latent_dim

@@ -1,0 +1,133 @@
+"""How a run ends, and how it goes on.
+
+A run ends in one of three ways, each leaving its folder honest:
+
+- success: metrics.json, exit 0 (a FAILED left by an earlier attempt is removed);
+- a mistake in the config or the data: one line, FAILED, exit 2;
+- a kill (SIGTERM from a scheduler, Ctrl-C): while fitting, the step in progress finishes, a
+  checkpoint of it is written (checkpoints/last.ckpt), FAILED names the epoch, the step and the
+  command that resumes it, and the process exits 128 + the signal (143, 130). A second signal
+  stops at once.
+
+A run folder is the unit of resume: `python -m experiments resume=<folder>` recomposes the run
+from the overrides it was started with (saved by Hydra in .hydra/overrides.yaml), runs it in
+that folder, continues fitting from checkpoints/last.ckpt, logs into the same W&B run and
+appends to csv/metrics.csv. A job relaunched into a folder that holds last.ckpt (a cluster
+requeue) resumes by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+# Overrides that would make a resumed run a different experiment (new model, data or seed).
+FIXED_ON_RESUME = ("task", "experiment", "model", "data", "finetune", "ablate", "seed", "debug")
+
+
+class Killed(BaseException):
+    """A signal ended the run. A BaseException, so that no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"killed by {signal.Signals(signum).name}")
+
+
+class _State:
+    signum: int | None = None  # the first signal received
+    trainer = None  # the trainer while it fits
+    fitting = False
+    final_lines: list[str] = []  # what a successful run prints last
+
+
+STATE = _State()
+
+
+def exit_code(signum: int) -> int:
+    return 128 + int(signum)
+
+
+def _on_signal(signum, frame) -> None:
+    first = STATE.signum is None
+    STATE.signum = STATE.signum or signum
+    if first and STATE.fitting and STATE.trainer is not None:
+        # Lightning's own flag: the current step ends, the checkpoint callbacks' on_exception
+        # writes last.ckpt, and fit raises SIGTERMException (what it does for SIGTERM by itself).
+        STATE.trainer._signal_connector.received_sigterm = True
+        log.warning(
+            "%s received: stopping after this step (send it again to stop at once)", signal.Signals(signum).name
+        )
+        return
+    raise Killed(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires)."""
+    STATE.signum, STATE.trainer, STATE.fitting, STATE.final_lines = None, None, False, []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _on_signal)
+
+
+def received_signal() -> int | None:
+    return STATE.signum
+
+
+def resume_checkpoint(out: Path) -> Path | None:
+    """The checkpoint a relaunched run continues from: its last.ckpt (written at every epoch's end
+    and when the run was stopped), if any."""
+    last = out / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def resume_command(out: Path) -> str:
+    return f"python -m experiments resume={shlex.quote(str(out))}"
+
+
+def resume_overrides(argv: list[str]) -> list[str]:
+    """The command line of `resume=<run folder> [overrides]`, rewritten to what Hydra composes: the
+    overrides that run was started with, the new ones (only keys that do not change the model or
+    the data, e.g. trainer.max_epochs), and the folder as hydra.run.dir. Any other command line is
+    returned as it is. Raises ValueError naming the problem."""
+    at = [i for i, a in enumerate(argv) if a.startswith("resume=")]
+    if not at:
+        return argv
+    folder = Path(argv[at[-1]].split("=", 1)[1]).expanduser().resolve()
+    saved = folder / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise ValueError(f"resume={folder}: not a run folder (it has no .hydra/overrides.yaml)")
+    rest = [a for i, a in enumerate(argv) if i not in at]
+    if any(a in ("-m", "--multirun") for a in rest):
+        raise ValueError("resume= continues one run: drop -m (a sweep's jobs are resumed one folder at a time)")
+    flags = [a for a in rest if a.startswith("-")]
+    new = [a for a in rest if not a.startswith("-")]
+    for override in new:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.split(".")[0].split("@")[0] in FIXED_ON_RESUME:
+            raise ValueError(
+                f"resume: {override} would change the model or data of the run in {folder}; "
+                f"only settings such as trainer.max_epochs may change (start a new run instead)"
+            )
+    old = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.startswith(("resume=", "hydra."))]
+    return [*flags, *old, *new, f"hydra.run.dir={folder}", f"resume={folder}"]
+
+
+def failure_note(out: Path, signum: int | None, trainer) -> str:
+    """The first line of FAILED for a killed run: what stopped it, where, and how to go on."""
+    name = signal.Signals(signum).name if signum else "a signal"
+    where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+    saved = resume_checkpoint(out)
+    how = f"resume with: {resume_command(out)}" if saved else "no checkpoint was written yet; start it again"
+    return f"killed by {name}{where}; {how}"
+
+
+def stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
