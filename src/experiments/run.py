@@ -253,7 +253,7 @@ def quiet_third_party_noise() -> None:
 
 
 class _DropNoise(logging.Filter):
-    NOISE = ("litlogger", "Total FLOPs")
+    NOISE = ("litlogger", "Total FLOPs", "was raised with message")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

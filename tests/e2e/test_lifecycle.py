@@ -1,0 +1,186 @@
+"""Every way a run ends, through the real CLI: a sweep with failing jobs, a kill, a resume, a
+terminal a person reads."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cli import cli_env, run_cli
+from wandb_reader import read_run
+
+VAE_SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200")
+
+
+def test_a_sweep_runs_every_job_and_lists_the_failures(tmp_path):
+    """Four jobs: one good, one that crashes while fitting (a negative learning rate), two with a
+    config error. Every job runs, the summary lists all four, the sweep exits 1 naming the failures."""
+    proc = run_cli(tmp_path, "-m", *VAE_SMOKE, "logger=wandb", "model.latent_dim=2,0", "model.optimizer.lr=0.001,-1")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("logs/vae/multiruns/*")
+    assert "error: 3 of 4 jobs failed" in proc.stderr
+    rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert rows["0"]["status"] == "ok" and (sweep / "0" / "metrics.json").is_file()
+    assert rows["1"]["status"] == "failed: ValueError: Invalid learning rate: -1"  # the crash
+    for job in ("2", "3"):  # model.latent_dim=0: one line naming the key
+        assert rows[job]["status"].startswith("failed: model (models.VAEModule): model.latent_dim")
+        assert (sweep / job / "FAILED").is_file() and not (sweep / job / "metrics.json").exists()
+    md = (sweep / "summary.md").read_text()
+    assert md.count("| failed: ") == 3 and "test/neg_elbo" in md
+    (wandb_dir,) = (sweep / "0").glob("wandb/offline-run-*")
+    logged = read_run(wandb_dir)
+    assert logged["group"] == f"vae-{sweep.name}" and logged["config"]["model"]["latent_dim"] == 2
+    assert logged["state"] == "finished" and logged["exit_code"] == 0
+    (crashed,) = (sweep / "1").glob("wandb/offline-run-*")
+    assert read_run(crashed)["exit_code"] == 1  # the dashboard shows the crashed job as failed
+
+
+LONG_RUN = (  # a VAE that trains long enough (20 steps, ~2 s an epoch) to be stopped mid-fit
+    "task=vae", "data.synthetic=true", "data.synthetic_size=800", "data.batch_size=32", "trainer.max_epochs=40",
+    "trainer.log_every_n_steps=5", "logger=wandb", "callbacks.vae_figures.num_points=500",
+)  # fmt: skip
+
+
+def start_and_stop(tmp_path: Path, sig: signal.Signals) -> tuple[subprocess.Popen, Path]:
+    """Start LONG_RUN, send `sig` once the first epoch's last.ckpt exists, wait for the exit."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "trainer.enable_progress_bar=false",
+        *LONG_RUN,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("logs/vae/runs/*/checkpoints/last.ckpt")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    time.sleep(0.5)  # into the second epoch
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    (run,) = tmp_path.glob("logs/vae/runs/*")
+    return proc, run
+
+
+def train_steps(run: Path) -> list[int]:
+    """The steps of the per-step training rows of csv/metrics.csv, in file order."""
+    return [int(r["step"]) for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("train/loss_step")]
+
+
+def test_sigterm_stops_with_a_checkpoint_and_resume_continues_in_place(tmp_path):
+    proc, run = start_and_stop(tmp_path, signal.SIGTERM)
+    assert proc.returncode == 143
+    failed = (run / "FAILED").read_text().splitlines()[0]
+    assert (
+        failed.startswith("killed by SIGTERM at epoch ")
+        and f"resume with: python -m experiments resume={run}" in failed
+    )
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
+    import torch
+
+    stopped_at = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    assert f"step {stopped_at};" in failed  # the checkpoint is the step the message names
+    before = train_steps(run)
+    assert before and max(before) <= stopped_at
+    (first_wandb,) = run.glob("wandb/offline-run-*")
+    killed = read_run(first_wandb)
+    assert killed["state"] == "failed" and killed["exit_code"] == 143
+
+    resumed = run_cli(tmp_path, f"resume={run}", "trainer.max_epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert list(tmp_path.glob("logs/vae/runs/*")) == [run]  # the same folder, no new one
+    assert (run / "metrics.json").is_file() and not (run / "FAILED").exists()
+    result = json.loads((run / "metrics.json").read_text())
+    assert result["epochs"] == 3 and result["global_step"] > stopped_at
+    after = train_steps(run)
+    assert after[: len(before)] == before  # the rows from before the kill are intact
+    assert after == sorted(after) and len(after) == len(set(after))  # no gap back, no repeated step
+    runs = [read_run(d) for d in sorted(run.glob("wandb/offline-run-*"))]
+    assert len(runs) == 2 and {r["run_id"] for r in runs} == {killed["run_id"]}  # one W&B run, continued
+    assert runs[-1]["exit_code"] == 0
+    assert f"run folder: {run}" in resumed.stdout
+
+
+def test_sigint_exits_130_and_a_job_relaunched_into_its_folder_resumes_by_itself(tmp_path):
+    proc, run = start_and_stop(tmp_path, signal.SIGINT)
+    assert proc.returncode == 130
+    assert (run / "FAILED").read_text().startswith("killed by SIGINT at epoch ")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    # what a cluster requeue does: the same command into the same folder (hydra.run.dir), no resume=
+    again = run_cli(tmp_path, *LONG_RUN, f"hydra.run.dir={run}", "trainer.max_epochs=3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming the run in" in again.stderr + again.stdout
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3 and not (run / "FAILED").exists()
+
+
+def test_resume_refuses_to_change_the_model_and_needs_a_run_folder(tmp_path):
+    proc = run_cli(tmp_path, f"resume={tmp_path}")
+    assert proc.returncode == 2 and "not a run folder" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("- task=vae\n")
+    proc = run_cli(tmp_path, f"resume={tmp_path / 'run'}", "model.latent_dim=8")
+    assert proc.returncode == 2 and "model.latent_dim=8 would change the model or data" in proc.stderr
+
+
+NOISE = ("litlogger", "anonymous setting", "wandb online", "Total FLOPs: 0", "LeafSpec", "in eval mode at the start")
+
+
+def test_a_terminal_run_prints_each_line_once_and_ends_with_what_to_do_next(tmp_path):
+    """In a pseudo-terminal, as a person sees it: no line twice, no noise, the last lines say the
+    optimized metric, the run folder and the W&B sync command."""
+    leader, follower = pty.openpty()
+    cmd = [sys.executable, "-m", "experiments", f"paths.log_dir={tmp_path / 'logs'}", *VAE_SMOKE, "logger=wandb"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(tmp_path), stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 1.0)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the process closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    assert proc.wait(timeout=120) == 0
+    text = b"".join(chunks).decode(errors="replace").replace("\r", "")
+    lines = [line.strip() for line in text.splitlines() if any(c.isalpha() for c in line)]
+    repeated = {line for line in lines if lines.count(line) > 1}
+    assert not repeated, repeated
+    assert not [n for n in NOISE if n in text]
+    (run,) = tmp_path.glob("logs/vae/runs/*")
+    assert lines[-3:] == [
+        lines[-3],
+        f"run folder: {run}",
+        f"W&B run (offline): wandb sync {run / 'wandb' / 'offline-run-*'}",
+    ] and lines[-3].startswith("test/neg_elbo = ")
+
+
+def test_help_starts_with_the_tasks_and_five_commands(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments", "--help"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    head = proc.stdout.split("== Configuration groups ==")[0]
+    for task in ("vae", "resnet", "vit", "clip"):
+        assert f"\n  {task} " in head
+    assert head.count("python -m experiments ") >= 6 and "resume=" in head
