@@ -166,6 +166,8 @@ def run(cfg: DictConfig) -> float | None:
         **({"model_info": run_info} if run_info else {}),
     }
     value = metrics.get(cfg.optimized_metric)
+    if trainer.world_size > 1:  # each rank says what it holds: the reduced metrics agree
+        log.info("rank %d: %s = %s", trainer.global_rank, cfg.optimized_metric, value)
     if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
         write_json_atomic(out / "metrics.json", result)
         (out / "FAILED").unlink(missing_ok=True)  # an earlier attempt of this run failed; this one did not

@@ -7,11 +7,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from cli import cli_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # builds and unpacks the wheel (~20 s); the editable install is what the tests use
 def test_wheel_carries_the_config_tree_and_runs_from_anywhere(tmp_path):
     subprocess.run(
         [

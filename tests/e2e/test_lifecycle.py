@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from cli import cli_env, run_cli
 from wandb_reader import read_run
 
@@ -78,6 +79,23 @@ def train_steps(run: Path) -> list[int]:
     return [int(r["step"]) for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("train/loss_step")]
 
 
+def test_sigterm_to_the_process_exits_143_with_a_checkpoint(tmp_path):
+    """A real process, a real signal from outside: the interpreter's exit status, FAILED, the
+    checkpoint and the W&B run's state (the resume itself: tests/e2e/test_resume.py, and the slow
+    test below through the CLI)."""
+    proc, run = start_and_stop(tmp_path, signal.SIGTERM)
+    assert proc.returncode == 143, proc.stderr[-3000:] if proc.stderr else ""
+    failed = (run / "FAILED").read_text().splitlines()[0]
+    assert (
+        failed.startswith("killed by SIGTERM at epoch ")
+        and f"resume with: python -m experiments resume={run}" in failed
+    )
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
+    (wandb_dir,) = run.glob("wandb/offline-run-*")
+    assert read_run(wandb_dir)["exit_code"] == 143
+
+
+@pytest.mark.slow  # two full CLI runs; the same resume in-process: tests/e2e/test_resume.py
 def test_sigterm_stops_with_a_checkpoint_and_resume_continues_in_place(tmp_path):
     proc, run = start_and_stop(tmp_path, signal.SIGTERM)
     assert proc.returncode == 143
@@ -112,6 +130,7 @@ def test_sigterm_stops_with_a_checkpoint_and_resume_continues_in_place(tmp_path)
     assert f"run folder: {run}" in resumed.stdout
 
 
+@pytest.mark.slow  # two full CLI runs; the same in-process: tests/e2e/test_resume.py
 def test_sigint_exits_130_and_a_job_relaunched_into_its_folder_resumes_by_itself(tmp_path):
     proc, run = start_and_stop(tmp_path, signal.SIGINT)
     assert proc.returncode == 130

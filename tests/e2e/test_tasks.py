@@ -315,6 +315,7 @@ def test_vit_class_map_must_cover_the_data_sets_classes(tmp_path, run_experiment
 
 
 BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit codes: test_cli.py
+    "latent_dim 0": (["model.latent_dim=0"], "model.latent_dim"),
     "negative batch size": (["data.batch_size=-8"], "data.batch_size"),
     "missing data": (["data.root=/nonexistent", "data.fallback_roots=[]", "data.download=false"], "data.root"),
     "vit hub model offline": (["task=vit", "data.synthetic=true"], "model.name=google/vit-base-patch16-224"),

@@ -1,5 +1,6 @@
 """The real config tree, composed as the CLI composes it."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,15 @@ def test_every_knob_is_documented():
         if path.parent.name in ("experiment", "debug"):
             continue
         lines = path.read_text().splitlines()
+        block = None  # the indentation of a `key: |` block's text, which holds no keys
         for i, line in enumerate(lines):
             stripped = line.strip()
+            indent = len(line) - len(line.lstrip())
+            if block is not None and (not stripped or indent >= block):
+                continue
+            block = None
+            if re.search(r":\s*[|>][-+]?\s*(#.*)?$", stripped):
+                block = indent + 1
             if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped or stripped.startswith("_"):
                 continue
             key, _, value = stripped.partition(":")
