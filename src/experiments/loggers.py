@@ -7,7 +7,6 @@ import logging
 import netrc
 import os
 import secrets
-import socket
 import string
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,6 +17,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter as _ExperimentWriter
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from models.hub import reachable
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,6 @@ def wandb_logged_in() -> bool:
     try:
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-
-
-def reachable(url: str, timeout: float = 3.0) -> bool:
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return True
-    except OSError:
         return False
 
 

@@ -15,13 +15,20 @@ from urllib.parse import urlparse
 HF_HUB = "https://huggingface.co"
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    host = urlparse(os.environ.get("HF_ENDPOINT", HF_HUB)).hostname
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the URL's host and port opens within `timeout` seconds (the one
+    network check of the framework: the Hugging Face hub here, the W&B host in experiments.loggers)."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
             return True
     except OSError:
         return False
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    return reachable(os.environ.get("HF_ENDPOINT", HF_HUB), timeout)
 
 
 def hub_offline() -> bool:

@@ -68,6 +68,7 @@ RESNET_SMOKE = (
     "callbacks.lesion_sweep.num_images=64",
     "callbacks.lesion_sweep.random_trials=2",
     "callbacks.depth_features.num_images=100",
+    "callbacks.depth_features.projection=pca",
 )
 
 
@@ -104,6 +105,6 @@ def test_ddp_on_two_cpu_processes_writes_one_run_folder(tmp_path):
     values = [
         line.rsplit("=", 1)[1].split(";")[0].strip()
         for line in proc.stderr.splitlines() + proc.stdout.splitlines()
-        if "] rank " in line and ": test/neg_elbo = " in line
+        if " rank " in line and ": test/neg_elbo = " in line
     ]
     assert len(values) == 2 and values[0] == values[1]  # both ranks report the metric reduced over ranks

@@ -92,6 +92,7 @@ RESNET_SMOKE = (
     "callbacks.lesion_sweep.num_images=64",
     "callbacks.lesion_sweep.random_trials=2",
     "callbacks.depth_features.num_images=100",
+    "callbacks.depth_features.projection=pca",  # t-SNE and UMAP: tests/analysis/test_embedding.py
 )
 
 
