@@ -20,16 +20,10 @@ def offline_environment(tmp_path_factory):
     the Hugging Face hub offline. Subprocesses get the same from tests/helpers/cli.py."""
     import os
 
-    home = tmp_path_factory.mktemp("wandb")
+    from cli import offline
+
     saved = dict(os.environ)
-    os.environ.update(
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        WANDB_CACHE_DIR=str(home / "cache"),
-        WANDB_DATA_DIR=str(home / "data"),
-        WANDB_CONFIG_DIR=str(home / "config"),
-        HF_HUB_OFFLINE="1",
-    )
+    os.environ.update(offline(tmp_path_factory.mktemp("wandb")))
     os.environ.pop("WANDB_API_KEY", None)
     yield
     os.environ.clear()

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from cli import run_cli
+from smoke import RESNET_SMOKE
 from wandb_reader import read_run
 
 SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200", "logger=wandb")
@@ -57,19 +58,6 @@ def test_bad_input_fails_fast_with_one_clear_line(tmp_path, case):
     assert not list(tmp_path.glob("logs/**/metrics.json"))  # nothing that looks like a success
     for run in tmp_path.glob("logs/*/runs/*"):
         assert (run / "FAILED").is_file()
-
-
-RESNET_SMOKE = (
-    "task=resnet",
-    "debug=smoke",
-    "model.arch=resnet18",
-    "model.weights=null",
-    "data.image_size=32",
-    "callbacks.lesion_sweep.num_images=64",
-    "callbacks.lesion_sweep.random_trials=2",
-    "callbacks.depth_features.num_images=100",
-    "callbacks.depth_features.projection=pca",
-)
 
 
 @pytest.mark.slow  # the same sweep machinery as the vae multirun, with the resnet task

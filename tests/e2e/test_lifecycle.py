@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import cli_env, run_cli
+from cli import cli_command, cli_env, run_cli
 from wandb_reader import read_run
 
 VAE_SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200")
@@ -52,16 +52,13 @@ LONG_RUN = (  # a VAE that trains long enough (20 steps, ~2 s an epoch) to be st
 
 def start_and_stop(tmp_path: Path, sig: signal.Signals) -> tuple[subprocess.Popen, Path]:
     """Start LONG_RUN, send `sig` once the first epoch's last.ckpt exists, wait for the exit."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        "trainer.enable_progress_bar=false",
-        *LONG_RUN,
-    ]
     proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cli_command(tmp_path, *LONG_RUN),
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 120
     while not list(tmp_path.glob("logs/vae/runs/*/checkpoints/last.ckpt")):
@@ -159,8 +156,14 @@ def test_a_terminal_run_prints_each_line_once_and_ends_with_what_to_do_next(tmp_
     """In a pseudo-terminal, as a person sees it: no line twice, no noise, the last lines say the
     optimized metric, the run folder and the W&B sync command."""
     leader, follower = pty.openpty()
-    cmd = [sys.executable, "-m", "experiments", f"paths.log_dir={tmp_path / 'logs'}", *VAE_SMOKE, "logger=wandb"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(tmp_path), stdin=follower, stdout=follower, stderr=follower)
+    proc = subprocess.Popen(
+        cli_command(tmp_path, *VAE_SMOKE, "logger=wandb"),
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
     os.close(follower)
     chunks = []
     while True:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from formats import write_image_folder
+from smoke import RESNET_SMOKE
 from tiny_models import save_tiny_vit
 from wandb_reader import read_run
 
@@ -81,19 +82,6 @@ def test_csv_and_no_logger(tmp_path, run_experiment):
     assert "val/neg_elbo" in header and not (run / "wandb").exists()
     assert (run / "figures" / "vae_latent_space.png").is_file()  # 4-D latents: projected
     assert not (run / "figures" / "vae_latent_grid.png").exists()  # only drawn for 2-D latents
-
-
-RESNET_SMOKE = (
-    "task=resnet",
-    "debug=smoke",
-    "model.arch=resnet18",
-    "model.weights=null",
-    "data.image_size=32",
-    "callbacks.lesion_sweep.num_images=64",
-    "callbacks.lesion_sweep.random_trials=2",
-    "callbacks.depth_features.num_images=100",
-    "callbacks.depth_features.projection=pca",  # t-SNE and UMAP: tests/analysis/test_embedding.py
-)
 
 
 def test_resnet_ablation_run_leaves_its_evidence(tmp_path, run_experiment):
