@@ -67,7 +67,7 @@ def test_resnet_multirun_over_ablations_shares_a_wandb_group(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = tmp_path.glob("logs/resnet/multiruns/*")
-    runs = [read_run(next((sweep / j).glob("wandb/offline-run-*"))) for j in ("0", "1")]
+    runs = [read_run(next((sweep / j).glob("wandb/offline-run-*")), records=True) for j in ("0", "1")]
     assert {r["group"] for r in runs} == {f"resnet-{sweep.name}"}
     assert [r["config"]["ablate"]["blocks"] for r in runs] == [[], [3]]
     summary = (sweep / "summary.md").read_text()

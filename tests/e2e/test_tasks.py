@@ -31,10 +31,16 @@ def only_run_dir(root: Path) -> Path:
     return runs[0]
 
 
-def test_vae_smoke_run_leaves_all_its_evidence(tmp_path, run_experiment):
+def test_vae_smoke_run_leaves_all_its_evidence(tmp_path, run_experiment, capsys):
     code, run = run_experiment(*SMOKE, "model.latent_dim=2")
-    assert code == 0
-    run = only_run_dir(tmp_path)
+    assert code == 0 and run == only_run_dir(tmp_path)
+    last = capsys.readouterr().out.strip().splitlines()[-3:]  # what a person reads last: the metric, where, how to sync
+    metric = json.loads((run / "metrics.json").read_text())["metrics"]["test/neg_elbo"]
+    assert last == [
+        f"test/neg_elbo = {metric}",
+        f"run folder: {run}",
+        f"W&B run (offline): wandb sync {run}/wandb/offline-run-*",
+    ]
 
     result = json.loads((run / "metrics.json").read_text())
     m = result["metrics"]
@@ -307,6 +313,28 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
     "latent_dim 0": (["model.latent_dim=0"], "model.latent_dim"),
     "negative batch size": (["data.batch_size=-8"], "data.batch_size"),
     "missing data": (["data.root=/nonexistent", "data.fallback_roots=[]", "data.download=false"], "data.root"),
+    "negative image size": (
+        ["data.synthetic=true", "data.image_size=-1"],
+        "data.image_size must be a positive integer",
+    ),
+    "ablate.blocks not a list": ([*RESNET_SMOKE, "ablate.blocks=3"], "ablate.blocks must be a list of block indices"),
+    "checkpoint of random bytes": (
+        [*RESNET_SMOKE, "model.checkpoint=RANDOM_BYTES"],
+        "model.checkpoint=RANDOM_BYTES is not a PyTorch state dict or Lightning checkpoint",
+    ),
+    "ckpt_path missing": (
+        ["data.synthetic=true", "ckpt_path=/nonexistent.ckpt"],
+        "ckpt_path=/nonexistent.ckpt does not exist",
+    ),
+    "max_epochs below -1": (["data.synthetic=true", "trainer.max_epochs=-2"], "trainer.max_epochs must be"),
+    "W&B online without a login": (
+        ["data.synthetic=true", "logger=wandb", "logger.wandb.offline=false"],
+        "logger.wandb.offline=false (or WANDB_MODE=online) but there is no W&B login",
+    ),
+    "vae on cifar10": (
+        ["task=vae", "data=cifar10", "data.synthetic=true"],
+        "the VAE takes images of shape (1, 28, 28)",
+    ),
     "vit hub model offline": (["task=vit", "data.synthetic=true"], "model.name=google/vit-base-patch16-224"),
     "vit no readable image": (["task=vit", "data.paths=[/nonexistent/heron.jpg]"], "no readable image in data.paths"),
     "vit no images given": (["task=vit"], "data.paths"),
@@ -318,13 +346,65 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_fails_fast_with_one_clear_line(tmp_path, run_experiment, capsys, case):
+def test_bad_input_fails_fast_with_one_clear_line(tmp_path, run_experiment, capsys, monkeypatch, case):
     overrides, must_name = BAD[case]
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(bytes(range(256)) * 64)  # random bytes where a checkpoint should be
+    overrides = [o.replace("RANDOM_BYTES", str(junk)) for o in overrides]
+    must_name = must_name.replace("RANDOM_BYTES", str(junk))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no W&B login
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     start = time.time()
-    code, run = run_experiment(*overrides, "logger=none")
+    code, run = run_experiment(
+        *overrides, *([] if any(o.startswith("logger=") for o in overrides) else ["logger=none"])
+    )
     err = capsys.readouterr().err
     assert code == 2 and time.time() - start < 60
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and must_name in lines[0], err[-2000:]
     assert "Traceback" not in err
     assert (run / "FAILED").is_file() and not (run / "metrics.json").exists()  # nothing that looks like a success
+
+
+def test_max_epochs_minus_one_trains_until_stopped_and_says_so(compose_cfg, caplog):
+    from experiments.run import _check_trainer
+
+    _check_trainer(compose_cfg("trainer.max_epochs=-1"))
+    assert "trainer.max_epochs=-1 and no trainer.max_steps: training runs until it is stopped" in caplog.text
+    caplog.clear()
+    _check_trainer(compose_cfg("trainer.max_epochs=-1", "trainer.max_steps=100"))
+    assert "runs until it is stopped" not in caplog.text
+
+
+def test_a_data_set_read_from_a_fallback_folder_says_which(tmp_path, caplog):
+    import logging
+
+    from datamodules import FashionMNISTDataModule
+
+    caplog.set_level(logging.INFO)
+    debian = "/usr/share/datasets/fashion-mnist"
+    FashionMNISTDataModule(root=str(tmp_path), fallback_roots=[debian], download=False).setup()
+    assert f"nothing under data.root={tmp_path}; read the idx files in {debian} (data.fallback_roots)" in caplog.text
+
+
+def test_lightning_trainer_flags_need_no_plus(compose_cfg):
+    cfg = compose_cfg(
+        "trainer.max_steps=2", "trainer.accumulate_grad_batches=4", "trainer.val_check_interval=0.5",
+        "trainer.benchmark=true", "trainer.profiler=simple",
+    )  # fmt: skip
+    from hydra.utils import instantiate
+
+    trainer = instantiate(cfg.trainer, default_root_dir=None, logger=False, enable_checkpointing=False)
+    assert (trainer.max_steps, trainer.accumulate_grad_batches, trainer.val_check_interval) == (2, 4, 0.5)
+
+
+def test_tensorboard_and_many_loggers_get_scalars_and_figures(tmp_path, run_experiment):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, run = run_experiment("task=vae", "debug=smoke", "data.synthetic_size=100", "logger=many")
+    assert code == 0
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"val/neg_elbo", "test/neg_elbo", "test/latent_silhouette"} <= set(events.Tags()["scalars"])
+    assert {"vae/latent_space", "vae/samples", "curves/loss"} <= set(events.Tags()["images"])
+    assert (run / "csv" / "metrics.csv").is_file() and list(run.glob("wandb/offline-run-*"))  # and the other two

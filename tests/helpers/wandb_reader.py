@@ -21,10 +21,13 @@ def _inspect(path: Path, *flags: str) -> str:
     return proc.stdout
 
 
-def read_run(path: str | Path) -> dict:
-    """{state, exit_code, run_id, config, summary, group, job_type} of an offline run (its folder or .wandb file)."""
+def read_run(path: str | Path, records: bool = False) -> dict:
+    """{state, exit_code, run_id, config, summary} of an offline run (its folder or .wandb file);
+    with `records`, also its group and job type from the run record."""
     path = Path(path)
     summary = json.loads(_inspect(path, "--summary", "--json"))
-    records = [json.loads(line) for line in _inspect(path, "--json").splitlines() if line.strip()]
-    run = next(r["run"] for r in records if r["type"] == "run")
+    if not records:
+        return summary
+    lines = [json.loads(line) for line in _inspect(path, "--json").splitlines() if line.strip()]
+    run = next(r["run"] for r in lines if r["type"] == "run")
     return {**summary, "group": run.get("run_group"), "job_type": run.get("job_type")}
