@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -13,13 +15,15 @@ import experiments
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))  # formats.py, wandb_reader.py, inprocess.py
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist runs a worker per core: one thread each, or
+    os.environ["OMP_NUM_THREADS"] = "1"  # their thread pools (and those of the CLIs they start) fight
+    torch.set_num_threads(1)  # over the same cores and every test runs several times slower
+
 
 @pytest.fixture(scope="session", autouse=True)
 def offline_environment(tmp_path_factory):
     """Every test runs away from any network or account: W&B offline (its caches in a temp dir),
     the Hugging Face hub offline. Subprocesses get the same from tests/helpers/cli.py."""
-    import os
-
     from cli import offline
 
     saved = dict(os.environ)
