@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 
@@ -77,7 +78,10 @@ def framework(
     dm.transform.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     dm.val_size = 0
     dm.setup()
-    model = ResNetClassifier(arch=arch, weights=None, finetune=finetune, cache_features=cache)
+    from experiments.feature_cache import FeatureCache
+
+    adam = partial(torch.optim.Adam, lr=1e-3)  # conf/model/resnet.yaml's optimizer
+    model = ResNetClassifier(arch=arch, weights=None, finetune=finetune, cache_features=cache, optimizer=adam)
     gpu = device == "cuda"
     trainer = pl.Trainer(
         accelerator="gpu" if gpu else "cpu",
@@ -90,6 +94,7 @@ def framework(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[FeatureCache()],  # what the resnet task adds: head-only on features computed once
     )
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)

@@ -15,6 +15,7 @@ import gzip
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -60,7 +61,7 @@ def framework_epoch(device: str, epochs: int) -> tuple[float, int]:
     )
     dm.setup()
     torch.manual_seed(0)
-    module = VAEModule(latent_dim=2, kl_anneal_epochs=0)
+    module = VAEModule(latent_dim=2, kl_anneal_epochs=0, optimizer=partial(torch.optim.Adam, lr=1e-3))
     trainer = pl.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
