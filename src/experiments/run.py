@@ -78,8 +78,10 @@ def _check_trainer(cfg: DictConfig) -> None:
     if epochs is not None and (not isinstance(epochs, int) or epochs < -1):
         raise ConfigError(f"trainer.max_epochs must be a positive integer (or -1: no limit), got {epochs!r}")
     if epochs == -1 and (steps is None or steps == -1):
-        log.warning("trainer.max_epochs=-1 and no trainer.max_steps: training runs until it is stopped (Ctrl-C or kill "
-                    "saves a checkpoint; resume=<run folder> continues it)")  # fmt: skip
+        log.warning(
+            "trainer.max_epochs=-1 and no trainer.max_steps: training runs until it is stopped "
+            "(Ctrl-C or kill saves a checkpoint; resume=<run folder> continues it)"
+        )
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"ckpt_path={ckpt} does not exist (to continue a run in its folder: resume=<run folder>)")
