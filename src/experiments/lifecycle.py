@@ -69,12 +69,19 @@ def _on_signal(signum, frame) -> None:
     raise Killed(signum)
 
 
-def install_signal_handlers() -> None:
-    """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires)."""
+def install_signal_handlers() -> dict:
+    """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires).
+    Returns the handlers they replace, for `restore_signal_handlers` once the run is over."""
     STATE.signum, STATE.trainer, STATE.fitting, STATE.final_lines = None, None, False, []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _on_signal)
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def restore_signal_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    STATE.trainer = None
 
 
 def received_signal() -> int | None:

@@ -195,7 +195,7 @@ def run_safely(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     out = Path(cfg.paths.output_dir)
-    lifecycle.install_signal_handlers()
+    previous_handlers = lifecycle.install_signal_handlers()
     code = 0
     try:
         value = run(cfg)
@@ -226,6 +226,7 @@ def run_safely(cfg: DictConfig) -> float | None:
         raise
     finally:
         finish_wandb(exit_code=code)
+        lifecycle.restore_signal_handlers(previous_handlers)
     for line in lifecycle.STATE.final_lines:
         print(line, flush=True)
     return value
