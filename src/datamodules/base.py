@@ -27,13 +27,18 @@ class Split:
 
     images: torch.Tensor
     labels: torch.Tensor
+    kind = "images"  # what the rows are, for messages
 
     def __post_init__(self) -> None:
-        if not (self.images.dtype == torch.uint8 and self.images.ndim == 4):
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        self.check_rows(self.images)
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels {tuple(self.labels.shape)} do not match {self.images.shape[0]} images")
+            raise ValueError(f"labels {tuple(self.labels.shape)} do not match {self.images.shape[0]} {self.kind}")
         self.labels = self.labels.long()
+
+    @staticmethod
+    def check_rows(images: torch.Tensor) -> None:
+        if not (images.dtype == torch.uint8 and images.ndim == 4):
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -50,12 +55,12 @@ class FeatureSplit(Split):
     """A split whose images were replaced by features computed once, float (N, D): what a frozen
     backbone made of them (see `InMemoryDataModule.cache_features`). Batches need no transform."""
 
-    def __post_init__(self) -> None:
-        if not (self.images.is_floating_point() and self.images.ndim == 2):
-            raise ValueError(f"features must be float (N, D), got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels {tuple(self.labels.shape)} do not match {self.images.shape[0]} features")
-        self.labels = self.labels.long()
+    kind = "features"
+
+    @staticmethod
+    def check_rows(images: torch.Tensor) -> None:
+        if not (images.is_floating_point() and images.ndim == 2):
+            raise ValueError(f"features must be float (N, D), got {images.dtype} {tuple(images.shape)}")
 
 
 class TensorBatches:
