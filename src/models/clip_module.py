@@ -63,7 +63,7 @@ class ClipZeroShot(pl.LightningModule):
         self.model, self.tokenizer = load_clip(name, pretrained, model_config)
         for p in self.model.parameters():
             p.requires_grad = False
-        self.embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._test_embeddings: tuple[np.ndarray, np.ndarray] | None = None  # set by the test pass
         self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
@@ -88,9 +88,9 @@ class ClipZeroShot(pl.LightningModule):
 
     def test_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(normalised image embeddings, labels) of the test split, gathered by the test pass."""
-        if "test" not in self.embeddings:
+        if self._test_embeddings is None:
             raise RuntimeError("no test embeddings: run trainer.test first")
-        return self.embeddings["test"]
+        return self._test_embeddings
 
     def on_test_epoch_start(self):
         self._test = []
@@ -103,7 +103,7 @@ class ClipZeroShot(pl.LightningModule):
 
     def on_test_epoch_end(self):
         z, y = (torch.cat(t) for t in zip(*self._test, strict=False))
-        self.embeddings["test"] = (z.numpy(), y.numpy())
+        self._test_embeddings = (z.numpy(), y.numpy())
 
     def configure_optimizers(self):
         return None
