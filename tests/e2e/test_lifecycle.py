@@ -85,6 +85,19 @@ def start_and_stop(tmp_path: Path, sig: signal.Signals, *extra: str) -> tuple[in
     return code, run, b"".join(chunks).decode(errors="replace").replace("\r", "")
 
 
+def stopped_honestly(run: Path, code: int, text: str, sig: signal.Signals) -> str:
+    """What every stopped run leaves: exit 128 + signal, FAILED's first line naming the signal and the
+    resume command, a checkpoint and no metrics.json. Returns that first line."""
+    assert code == 128 + sig, text[-3000:]
+    failed = (run / "FAILED").read_text().splitlines()[0]
+    assert (
+        failed.startswith(f"killed by {sig.name} at epoch ")
+        and f"resume with: python -m experiments resume={run}" in failed
+    )
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
+    return failed
+
+
 def train_steps(run: Path) -> list[int]:
     """The steps of the per-step training rows of csv/metrics.csv, in file order."""
     return [int(r["step"]) for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("train/loss_step")]
@@ -96,13 +109,7 @@ def test_sigterm_in_a_terminal_exits_143_with_a_checkpoint_and_no_line_twice(tmp
     line the resume command (the W&B run's state and the resume itself: tests/e2e/test_resume.py,
     and the slow tests below through the CLI)."""
     code, run, text = start_and_stop(tmp_path, signal.SIGTERM, "logger=wandb")
-    assert code == 143, text[-3000:]
-    failed = (run / "FAILED").read_text().splitlines()[0]
-    assert (
-        failed.startswith("killed by SIGTERM at epoch ")
-        and f"resume with: python -m experiments resume={run}" in failed
-    )
-    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
+    failed = stopped_honestly(run, code, text, signal.SIGTERM)
     lines = [line.strip() for line in text.splitlines() if any(c.isalpha() for c in line)]
     repeated = {line for line in lines if lines.count(line) > 1}
     assert not repeated, repeated
@@ -113,13 +120,7 @@ def test_sigterm_in_a_terminal_exits_143_with_a_checkpoint_and_no_line_twice(tmp
 @pytest.mark.slow  # two full CLI runs; the same resume in-process: tests/e2e/test_resume.py
 def test_sigterm_stops_with_a_checkpoint_and_resume_continues_in_place(tmp_path):
     code, run, text = start_and_stop(tmp_path, signal.SIGTERM, "logger=wandb")
-    assert code == 143, text[-3000:]
-    failed = (run / "FAILED").read_text().splitlines()[0]
-    assert (
-        failed.startswith("killed by SIGTERM at epoch ")
-        and f"resume with: python -m experiments resume={run}" in failed
-    )
-    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
+    failed = stopped_honestly(run, code, text, signal.SIGTERM)
     import torch
 
     stopped_at = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
@@ -142,9 +143,7 @@ def test_sigterm_stops_with_a_checkpoint_and_resume_continues_in_place(tmp_path)
 @pytest.mark.slow  # two full CLI runs; the same in-process: tests/e2e/test_resume.py
 def test_sigint_exits_130_and_a_job_relaunched_into_its_folder_resumes_by_itself(tmp_path):
     code, run, text = start_and_stop(tmp_path, signal.SIGINT, "logger=csv")
-    assert code == 130, text[-3000:]
-    assert (run / "FAILED").read_text().startswith("killed by SIGINT at epoch ")
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    stopped_honestly(run, code, text, signal.SIGINT)
     # what a cluster requeue does: the same command into the same folder (hydra.run.dir), no resume=
     again = run_cli(tmp_path, *LONG_RUN, "logger=csv", f"hydra.run.dir={run}", "trainer.max_epochs=3")
     assert again.returncode == 0, again.stderr[-3000:]
