@@ -25,24 +25,23 @@ FIGURES = {
 }
 
 
-def only_run_dir(root: Path) -> Path:
-    runs = [p for p in root.glob("logs/vae/runs/*") if p.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
+def finished(code: int, run: Path) -> dict:
+    """A run that succeeded, alone in its task's runs/ folder: its metrics.json."""
+    assert code == 0 and [p for p in run.parent.iterdir() if p.is_dir()] == [run]
+    return json.loads((run / "metrics.json").read_text())
 
 
 def test_vae_smoke_run_leaves_all_its_evidence(tmp_path, run_experiment, capsys):
     code, run = run_experiment(*SMOKE, "model.latent_dim=2")
-    assert code == 0 and run == only_run_dir(tmp_path)
+    result = finished(code, run)
     last = capsys.readouterr().out.strip().splitlines()[-3:]  # what a person reads last: the metric, where, how to sync
-    metric = json.loads((run / "metrics.json").read_text())["metrics"]["test/neg_elbo"]
+    metric = result["metrics"]["test/neg_elbo"]
     assert last == [
         f"test/neg_elbo = {metric}",
         f"run folder: {run}",
         f"W&B run (offline): wandb sync {run}/wandb/offline-run-*",
     ]
 
-    result = json.loads((run / "metrics.json").read_text())
     m = result["metrics"]
     assert result["status"] == "ok" and not (run / "FAILED").exists()
     for key in (
@@ -82,8 +81,7 @@ def test_vae_smoke_run_leaves_all_its_evidence(tmp_path, run_experiment, capsys)
 
 def test_csv_and_no_logger(tmp_path, run_experiment):
     code, run = run_experiment("task=vae", "debug=smoke", "logger=csv", "model.latent_dim=4")
-    assert code == 0
-    run = only_run_dir(tmp_path)
+    finished(code, run)
     header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "val/neg_elbo" in header and not (run / "wandb").exists()
     assert (run / "figures" / "vae_latent_space.png").is_file()  # 4-D latents: projected
@@ -92,9 +90,7 @@ def test_csv_and_no_logger(tmp_path, run_experiment):
 
 def test_resnet_ablation_run_leaves_its_evidence(tmp_path, run_experiment):
     code, run = run_experiment(*RESNET_SMOKE, "ablate.blocks=[3,7]", "logger=wandb")
-    assert code == 0
-    (run,) = tmp_path.glob("logs/resnet/runs/*")
-    result = json.loads((run / "metrics.json").read_text())
+    result = finished(code, run)
     assert result["model_info"]["ablated_modules"] == ["layer2.1", "layer4.1"]
     assert result["model_info"]["projection_blocks"] == [2, 4, 6]
     m = result["metrics"]
@@ -166,9 +162,7 @@ def test_clip_run_with_a_tiny_saved_model(tmp_path, run_experiment):
         "callbacks.clip_analyses.projections=[pca]",
         "logger=wandb",
     )
-    assert code == 0
-    (run,) = tmp_path.glob("logs/clip/runs/*")
-    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    m = finished(code, run)["metrics"]
     for key in (
         "zeroshot/seed_name/top1",
         "zeroshot/openai_stl10/balanced_acc",
@@ -222,11 +216,9 @@ def test_vit_run_on_a_folder_of_images_with_a_tiny_saved_model(tmp_path, run_exp
         "callbacks.patch_masking.trials=2",
         "callbacks.patch_masking.fractions=[0,0.25,0.5,1]",
     )
-    assert code == 0
-    (run,) = tmp_path.glob("logs/vit/runs/*")
+    m = finished(code, run)["metrics"]
     for bad in ("fake.jpg", "notes.txt", "truncated.jpg"):
         assert bad in caplog.text  # warned by name
-    m = json.loads((run / "metrics.json").read_text())["metrics"]
     assert m["predictions/images"] == 7 and m["data/skipped_files"] == 3 and m["masking/images"] == 7
     assert m["masking/random/agreement@0"] == 1.0  # nothing masked: the unmasked prediction itself
     curves = (run / "tables" / "masking_curves.csv").read_text().splitlines()
@@ -265,9 +257,7 @@ def test_vit_run_on_labelled_synthetic_data_scores_against_labels(tmp_path, run_
         "callbacks.attention_rollout.target_class=3",
         "callbacks.linear_probe.train_images=100",
     )
-    assert code == 0
-    (run,) = tmp_path.glob("logs/vit/runs/*")
-    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    m = finished(code, run)["metrics"]
     assert m["masking/images"] == 32  # two test batches of 16 (debug=smoke)
     for key in (
         "test/acc",
@@ -402,7 +392,7 @@ def test_tensorboard_and_many_loggers_get_scalars_and_figures(tmp_path, run_expe
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     code, run = run_experiment("task=vae", "debug=smoke", "data.synthetic_size=100", "logger=many")
-    assert code == 0
+    finished(code, run)
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     assert {"val/neg_elbo", "test/neg_elbo", "test/latent_silhouette"} <= set(events.Tags()["scalars"])
