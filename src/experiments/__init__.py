@@ -36,6 +36,11 @@ def auto_precision() -> str:
     return "32-true"
 
 
+def when(condition, value, otherwise=None):
+    """`${when:${train},${finetune}}`: value where the condition holds, otherwise null (or `otherwise`)."""
+    return value if condition else otherwise
+
+
 def config_dir() -> str:
     """The Hydra config tree: inside an installed package, or conf/ at the root of a checkout."""
     here = Path(__file__).resolve().parent
@@ -45,6 +50,6 @@ def config_dir() -> str:
     raise FileNotFoundError(f"no Hydra config tree (config.yaml) next to {here}: reinstall the package")
 
 
-for _name, _fn in (("run_id", run_id), ("auto_precision", auto_precision)):
+for _name, _fn in (("run_id", run_id), ("auto_precision", auto_precision), ("when", when)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)

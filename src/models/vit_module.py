@@ -1,30 +1,86 @@
-"""A transformers ViT looked into, not trained: predictions, attentions, their gradients, tokens.
+"""A transformers ViT looked into (predictions, attentions, their gradients, tokens), and trained
+first when `finetune` is set: a pretrained ViT's head, last layer or everything, or a ViT built
+from nothing (`scratch`, a ViTConfig from documented keys).
 
-Images arrive as float pixels in [0, 1] (any side); the module resizes them to the model's input
-and normalises them with the model's own image-processor settings, so analyses can mask patches in
-pixel space before normalisation (`pixels`, then `forward`).
+Images arrive as float pixels in [0, 1] (any side, grey or RGB); the module resizes them to the
+model's input and normalises them with the model's own image-processor settings, so analyses can
+mask patches in pixel space before normalisation (`pixels`, then `forward`).
+
+Attention: SDPA while training and for plain logits (fast, no attention maps); eager only inside
+the passes that return attention maps or their gradients (`eager_attention`). Both compute the
+same function (tested).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .hub import hub_offline
 from .inference import bf16_on_gpu
 
 log = logging.getLogger(__name__)
 
+FINETUNE_MODES = ("head", "last_stage", "full", "scratch")
+VIT_PROCESSOR_DEFAULTS = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # ViTImageProcessor's
+
+
+def scratch_config(
+    image_size: int = 224,
+    patch_size: int = 16,
+    hidden_size: int = 768,
+    layers: int = 12,
+    heads: int = 12,
+    mlp_size: int = 3072,
+    dropout: float = 0.0,
+    attention_dropout: float = 0.0,
+):
+    """A transformers ViTConfig from the keys of `model.scratch` (defaults: ViT-B/16's shape),
+    checked so that a bad key fails now, naming itself, not deep inside the first forward pass."""
+    from transformers import ViTConfig
+
+    sizes = {"image_size": image_size, "patch_size": patch_size, "hidden_size": hidden_size}
+    sizes.update({"layers": layers, "heads": heads, "mlp_size": mlp_size})
+    for key, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"model.scratch.{key} must be a positive integer, got {value!r}")
+    if image_size % patch_size:
+        raise ValueError(
+            f"model.scratch.patch_size={patch_size} does not divide model.scratch.image_size={image_size}: "
+            f"the patches must tile the image (e.g. patch_size={next(p for p in (4, 2, 1) if image_size % p == 0)})"
+        )
+    if hidden_size % heads:
+        raise ValueError(
+            f"model.scratch.heads={heads} does not divide model.scratch.hidden_size={hidden_size}: "
+            "each head takes hidden_size / heads dimensions"
+        )
+    for key, value in {"dropout": dropout, "attention_dropout": attention_dropout}.items():
+        if not 0 <= value < 1:
+            raise ValueError(f"model.scratch.{key} must lie in [0, 1), got {value!r}")
+    return ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=mlp_size,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=attention_dropout,
+        num_channels=3,
+    )
+
 
 def load_vit(name: str):
-    """(ViTForImageClassification with eager attention, processor settings) from a hub id or a
-    local directory written by `save_pretrained`. Eager attention is chosen at load time: with
-    transformers 5's default (SDPA) `output_attentions=True` silently returns no attentions."""
+    """(ViTForImageClassification with SDPA attention, processor settings) from a hub id or a
+    local directory written by `save_pretrained`. The passes that need attention maps switch to
+    eager (`ViTClassifier.eager_attention`): with SDPA `output_attentions=True` returns none."""
     from transformers import AutoImageProcessor, ViTForImageClassification
 
     local = Path(name).expanduser()
@@ -39,7 +95,7 @@ def load_vit(name: str):
     else:
         source, hub_down = name, hub_offline()
     try:
-        model = ViTForImageClassification.from_pretrained(source, attn_implementation="eager")
+        model = ViTForImageClassification.from_pretrained(source, attn_implementation="sdpa")
     except Exception as e:  # noqa: BLE001
         why = (
             "the hub is unreachable and no cached copy exists"
@@ -51,7 +107,7 @@ def load_vit(name: str):
             f"save_pretrained (config.json, model.safetensors, preprocessor_config.json)"
         ) from e
     size = model.config.image_size
-    settings = {"image_size": size, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # ViTImageProcessor's defaults
+    settings = {"image_size": size, **VIT_PROCESSOR_DEFAULTS}
     try:
         processor = AutoImageProcessor.from_pretrained(source)
         sizes = (
@@ -92,23 +148,51 @@ def resolve_labels(entries: Sequence[str | int], id2label: Mapping[int, str], ke
 
 
 class ViTClassifier(pl.LightningModule):
-    """A pretrained ViT classifier evaluated on a test split.
+    """A ViT classifier, trained on a labelled data set first when `finetune` is set, then
+    evaluated on its test split.
 
-    `class_map`: null (the model's own labels; data-set labels are not compared), `identity` (the
-    model's label i is the data set's class i, e.g. a fine-tuned head), or {data-set class: [model
-    labels by name or index]}: a data-set class scores the summed probability of its model labels.
+    `finetune`: null (look only: the model as loaded, nothing trains), `head` (a new head for the
+    data set's classes trains on the frozen ViT), `last_stage` (the last encoder layer, the final
+    layer norm and the head), `full` (everything), `scratch` (a ViT built from `scratch`, random
+    init, everything). Every mode but null gives the model the data set's classes as its labels
+    (`class_map` becomes identity). Frozen parts stay in eval mode (no dropout) while training.
+
+    `class_map` (look only): null (the model's own labels; data-set labels are not compared),
+    `identity` (the model's label i is the data set's class i, e.g. a ViT trained here), or
+    {data-set class: [model labels by name or index]}: a data-set class scores the summed
+    probability of its model labels.
     """
 
     def __init__(
         self,
-        name: str = "google/vit-base-patch16-224",
+        name: str | None = "google/vit-base-patch16-224",
         class_map: str | Mapping[str, Sequence[str | int]] | None = None,
+        finetune: str | None = None,
+        scratch: Mapping | None = None,
+        optimizer: Callable | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.model, settings = load_vit(name)
-        for p in self.model.parameters():
-            p.requires_grad = False
+        if finetune is not None and finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.finetune, self.optimizer_factory = finetune, optimizer
+        if finetune == "scratch":
+            from transformers import ViTForImageClassification
+
+            config = scratch_config(**(scratch or {}))
+            config._attn_implementation = "sdpa"
+            self.model = ViTForImageClassification(config)
+            settings = {"image_size": config.image_size, **VIT_PROCESSOR_DEFAULTS}
+        else:
+            if not name:
+                raise ValueError(
+                    f"finetune={finetune} starts from pretrained weights: set model.name=<hub id or save_pretrained "
+                    "folder>, or train from nothing with finetune=scratch"
+                    if finetune
+                    else "model.name is not set: give a hub id or a save_pretrained folder"
+                )
+            self.model, settings = load_vit(name)
+        self.frozen_modules = self._freeze(finetune)
         self.image_size = settings["image_size"]
         self.register_buffer("mean", torch.tensor(settings["mean"]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(settings["std"]).view(1, -1, 1, 1), persistent=False)
@@ -128,11 +212,51 @@ class ViTClassifier(pl.LightningModule):
         self.class_map = class_map
         self.register_buffer("class_matrix", None, persistent=False)  # (data-set classes, model labels), once checked
 
+    def _freeze(self, finetune: str | None) -> list[nn.Module]:
+        """requires_grad per mode; returns the modules that are wholly frozen (kept in eval mode)."""
+        vit = self.model.vit
+        layers = vit.layers if hasattr(vit, "layers") else vit.encoder.layer  # transformers 5 | 4
+        frozen = {
+            None: [self.model],
+            "head": [vit],
+            "last_stage": [vit.embeddings, *layers[:-1]],
+        }.get(finetune, [])
+        for p in self.model.parameters():
+            p.requires_grad = True
+        for module in frozen:
+            for p in module.parameters():
+                p.requires_grad = False
+        return frozen
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in getattr(self, "frozen_modules", []):
+            module.eval()  # frozen parts: no dropout, the function they were trained to be
+        return self
+
+    def on_train_epoch_start(self):
+        for module in self.frozen_modules:  # Lightning restores modes around validation, not via train()
+            module.eval()
+
+    def set_classes(self, classes: Sequence[str]) -> None:
+        """A new head for these classes (what every finetune mode trains): the model's labels become
+        the data set's, so predictions are named by class and scored against the labels."""
+        config = self.model.config
+        config.num_labels = len(classes)  # also resets id2label/label2id in transformers
+        config.id2label = dict(enumerate(map(str, classes)))
+        config.label2id = {c: i for i, c in config.id2label.items()}
+        self.model.classifier = nn.Linear(config.hidden_size, len(classes))
+        self.model.num_labels = len(classes)
+        self.id2label = dict(config.id2label)
+        self.class_map = "identity"
+
     def run_info(self) -> dict:
         """What the run records about the model (contracts.ReportsRunInfo)."""
-        class_map = self.hparams.class_map
+        class_map = self.class_map
         return {
-            "model": self.hparams.name,
+            "model": self.hparams.name if self.finetune != "scratch" else "scratch",
+            "finetune": self.finetune,
+            "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
             "image_size": self.image_size,
             "patch_size": self.patch_size,
             "layers": self.num_layers,
@@ -154,8 +278,22 @@ class ViTClassifier(pl.LightningModule):
 
     # -- data-set classes ---------------------------------------------------------------------
     def check_setup(self, model, datamodule) -> None:
-        """Called by the run loop once the data is read: the class map must cover the data set."""
+        """Called by the run loop once the data is read: a model that trains gets a head for the data
+        set's classes; a class map must cover the data set."""
         classes = list(getattr(datamodule, "classes", []))
+        if self.finetune is not None:
+            if not classes or not getattr(datamodule, "labelled", True):
+                raise ValueError(
+                    f"finetune={self.finetune} trains on labels: choose a labelled data set "
+                    "(data=fashion_mnist | cifar10 | stl10, or data.synthetic=true), not a folder of images"
+                )
+            if self.hparams.class_map not in (None, "identity"):
+                raise ValueError(
+                    "model.class_map maps a pretrained model's labels; a ViT trained here gets the data set's "
+                    "classes as its labels: leave model.class_map null"
+                )
+            if list(self.id2label.values()) != classes:
+                self.set_classes(classes)
         if self.class_map is None:
             return
         if not getattr(datamodule, "labelled", True):
@@ -203,12 +341,25 @@ class ViTClassifier(pl.LightningModule):
         return x
 
     def forward(self, x: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False):
-        """Pixels in [0, 1] at the model's side -> the transformers output (logits, attentions...)."""
+        """Pixels in [0, 1] (brought to the model's side) -> the transformers output (logits,
+        attentions...). Attention maps come back only inside `eager_attention()`."""
         return self.model(
-            pixel_values=(x - self.mean) / self.std,
+            pixel_values=(self.pixels(x) - self.mean) / self.std,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
+
+    @contextmanager
+    def eager_attention(self) -> Iterator[None]:
+        """Eager attention inside (attention maps and their gradients), SDPA again after."""
+        before = self.model.config._attn_implementation
+        if before != "eager":
+            self.model.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            if before != "eager":
+                self.model.set_attn_implementation(before)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,7 +370,7 @@ class ViTClassifier(pl.LightningModule):
     def infer(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """One batched pass: logits (B, labels), attentions (layers, B, heads, T, T), the final CLS
         token and the mean of the final patch tokens (B, D), all float32."""
-        with bf16_on_gpu(self.device):
+        with bf16_on_gpu(self.device), self.eager_attention():
             out = self(x, output_attentions=True, output_hidden_states=True)
         if not out.attentions or out.attentions[0] is None:
             raise RuntimeError("the model returned no attentions: it must be loaded with attn_implementation='eager'")
@@ -239,12 +390,41 @@ class ViTClassifier(pl.LightningModule):
         interact, so one backward serves the batch."""
         with torch.inference_mode(False), torch.enable_grad():
             x = x.clone().requires_grad_(True)  # the weights are frozen: the input starts the graph
-            with bf16_on_gpu(self.device):
+            with bf16_on_gpu(self.device), self.eager_attention():
                 out = self(x, output_attentions=True)
             target = out.logits.argmax(-1) if target is None else target.clone().to(out.logits.device)
             score = out.logits.float().gather(1, target.view(-1, 1)).sum()
             grads = torch.autograd.grad(score, out.attentions)
         return torch.stack(out.attentions).detach().float(), torch.stack(grads).float()
+
+    # -- training (finetune set) --------------------------------------------------------------
+    def _step(self, batch, stage: str):
+        x, y = batch
+        logits = self(x).logits
+        loss = F.cross_entropy(logits.float(), y)
+        n = len(y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=n, prog_bar=True)
+        # the batch-size-weighted mean of per-batch accuracies over the epoch is the epoch's accuracy
+        acc = (logits.argmax(-1) == y).float().mean()
+        self.log(
+            f"{stage}/acc", acc, on_step=False, on_epoch=True, batch_size=n, prog_bar=stage == "val", sync_dist=True
+        )
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        if self.finetune is None:
+            return None  # look only: nothing trains
+        if self.optimizer_factory is None:  # the optimizer and its defaults live in conf/model/vit.yaml only
+            raise ValueError(
+                "model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/vit.yaml"
+            )
+        return self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
 
     # -- the test pass ------------------------------------------------------------------------
     def test_step(self, batch, batch_idx):
@@ -258,6 +438,3 @@ class ViTClassifier(pl.LightningModule):
         if scores is not None:
             self.log("test/acc", (scores.argmax(-1) == y).float().mean(), on_epoch=True, batch_size=n, sync_dist=True)
         return {**out, "pixels": x, "labels": y, "dataset_scores": scores}
-
-    def configure_optimizers(self):
-        return None

@@ -299,6 +299,106 @@ def test_vit_class_map_must_cover_the_data_sets_classes(tmp_path, run_experiment
     assert "model.class_map must name each data-set class once" in err and "Traceback" not in err
 
 
+VIT_TINY_TRAINING = (  # a ViT that trains in seconds: 2 epochs of 4 steps, analyses on 64 test images
+    "task=vit",
+    "train=true",
+    "data.synthetic=true",
+    "data.batch_size=16",
+    "data.eval_batch_size=32",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_test_batches=2",
+    "callbacks.patch_masking.trials=1",
+    "callbacks.linear_probe.train_images=64",
+    "logger=csv",
+)
+TINY_SCRATCH = {"image_size": 28, "patch_size": 7, "hidden_size": 16, "layers": 2, "heads": 2, "mlp_size": 32}
+
+
+def test_vit_trains_from_scratch_and_its_best_checkpoint_is_what_the_analyses_see(run_experiment):
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from models import ViTClassifier
+
+    code, run = run_experiment(
+        *VIT_TINY_TRAINING,
+        "finetune=scratch",
+        "data=fashion_mnist",
+        "model.optimizer.lr=3e-3",
+        *(f"model.scratch.{k}={v}" for k, v in TINY_SCRATCH.items()),
+    )
+    result = finished(code, run)
+    m = result["metrics"]
+    assert result["optimized_metric"] == "test/acc" and result["epochs"] == 2 and result["global_step"] == 8
+    assert result["model_info"]["finetune"] == "scratch" and result["model_info"]["class_map"] == "identity"
+    for key in ("train/loss", "val/acc", "test/acc", "masking/random/accuracy_auc", "probe/cls/test_acc"):
+        assert math.isfinite(m[key]), key
+    for key in ("masking/most_attended_first/accuracy_auc", "masking/least_attended_first/accuracy_auc"):
+        assert 0 <= m[key] <= 1, key
+    assert "T-shirt/top" in (run / "tables" / "predictions_top_k.csv").read_text()  # the data set's classes name labels
+    best = Path(result["best_checkpoint"])
+    assert best.name == "best.ckpt" and (run / "checkpoints" / "last.ckpt").is_file()
+
+    # independently: the best checkpoint's weights, loaded into a fresh model, score the test split as reported
+    cfg = OmegaConf.load(run / "config.yaml")
+    data = instantiate(cfg.data, _convert_="all")
+    data.setup()
+    module = ViTClassifier(finetune="scratch", scratch=TINY_SCRATCH)
+    module.check_setup(model=module, datamodule=data)
+    module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    module.eval()
+    hits = total = 0
+    for x, y in data.eval_batches("test", torch.device("cpu"), max_images=64):  # the two test batches
+        hits, total = hits + int((module.logits(x).argmax(-1) == y).sum()), total + len(y)
+    assert m["test/acc"] == pytest.approx(hits / total, abs=1e-6)
+
+
+def test_vit_finetune_preset_replaces_a_saved_models_head_and_keeps_its_frozen_body(tmp_path, run_experiment):
+    import torch
+
+    original = save_tiny_vit(tmp_path / "tiny-vit", num_labels=5)  # 5 labels; CIFAR-10 has 10
+    code, run = run_experiment(
+        "experiment=vit_finetune_cifar10", *VIT_TINY_TRAINING[1:], f"model.name={tmp_path / 'tiny-vit'}"
+    )
+    result = finished(code, run)
+    assert result["model_info"]["finetune"] == "head" and result["model_info"]["num_labels"] == 10
+    assert 0 <= result["metrics"]["test/acc"] <= 1 and "masking/random/accuracy_auc" in result["metrics"]
+    state = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    assert state["model.classifier.weight"].shape == (10, 32)
+    for key, value in original.state_dict().items():
+        if not key.startswith("classifier"):
+            assert torch.equal(state[f"model.{key}"], value), key  # frozen: exactly the saved weights
+
+
+def test_vit_presets_compose_to_what_they_promise(compose_cfg):
+    from models.vit_module import scratch_config
+
+    cfg = compose_cfg("experiment=vit_scratch_fashion_mnist")
+    assert (cfg.train, cfg.model.finetune, cfg.data._target_) == (True, "scratch", "datamodules.FashionMNISTDataModule")
+    config = scratch_config(**cfg.model.scratch)
+    assert (config.image_size, config.patch_size, config.num_hidden_layers) == (28, 4, 4)
+    cfg = compose_cfg("experiment=vit_finetune_cifar10")
+    assert (cfg.train, cfg.model.finetune, cfg.model.name) == (True, "head", "google/vit-base-patch16-224")
+    assert compose_cfg("task=vit").model.finetune is None  # look only unless train=true
+    assert compose_cfg("task=vit", "train=true", "finetune=full").model.finetune == "full"
+
+
+@pytest.mark.slow
+def test_vit_scratch_preset_learns_fashion_mnist_in_one_epoch(run_experiment):
+    """The real data set (/usr/share/datasets/fashion-mnist): one epoch of the preset, about 2 minutes."""
+    code, run = run_experiment(
+        "experiment=vit_scratch_fashion_mnist",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "callbacks.patch_masking.max_images=500",
+        "callbacks.linear_probe.train_images=1000",
+    )
+    m = finished(code, run)["metrics"]
+    assert m["test/acc"] > 0.7 and m["masking/most_attended_first/accuracy_auc"] < m["masking/random/accuracy_auc"]
+
+
 BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit codes: test_cli.py
     "latent_dim 0": (["model.latent_dim=0"], "model.latent_dim"),
     "negative batch size": (["data.batch_size=-8"], "data.batch_size"),
@@ -328,6 +428,20 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
     "vit hub model offline": (["task=vit", "data.synthetic=true"], "model.name=google/vit-base-patch16-224"),
     "vit no readable image": (["task=vit", "data.paths=[/nonexistent/heron.jpg]"], "no readable image in data.paths"),
     "vit no images given": (["task=vit"], "data.paths"),
+    "vit patch does not divide the image": (
+        ["task=vit", "train=true", "finetune=scratch", "data=fashion_mnist", "data.synthetic=true"]
+        + ["model.scratch.image_size=28", "model.scratch.patch_size=5"],
+        "model.scratch.patch_size=5 does not divide model.scratch.image_size=28",
+    ),
+    "vit heads do not divide the width": (
+        ["task=vit", "train=true", "finetune=scratch", "data=fashion_mnist", "data.synthetic=true"]
+        + ["model.scratch.hidden_size=30", "model.scratch.heads=4"],
+        "model.scratch.heads=4 does not divide model.scratch.hidden_size=30",
+    ),
+    "vit head fine-tuning without weights": (
+        ["task=vit", "train=true", "finetune=head", "model.name=null", "data=fashion_mnist", "data.synthetic=true"],
+        "finetune=head starts from pretrained weights: set model.name=",
+    ),
     "callback the model cannot serve": (
         ["task=vae", "data.synthetic=true", "+callbacks.lesion._target_=analysis.resnet_callbacks.LesionSweep"],
         "callbacks.lesion (LesionSweep) needs a model that is ResidualBlocks: VAEModule has no",

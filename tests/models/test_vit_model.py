@@ -1,5 +1,6 @@
 """transformers ViT loading through the real code path, with a tiny random model saved to disk."""
 
+import contextlib
 import time
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from tiny_models import MEAN, STD, save_tiny_vit
 
 from models import ViTClassifier
-from models.vit_module import resolve_labels
+from models.vit_module import resolve_labels, scratch_config
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +19,11 @@ def tiny(tmp_path_factory):
     return folder, original, ViTClassifier(str(folder))
 
 
-def test_the_saved_model_loads_back_with_eager_attention_and_its_processor_settings(tiny):
+def test_the_saved_model_loads_back_with_its_processor_settings_and_attention_maps_on_demand(tiny):
     folder, original, module = tiny
     for (k, a), (_, b) in zip(module.model.state_dict().items(), original.state_dict().items(), strict=False):
         assert torch.equal(a, b), k
-    assert module.model.config._attn_implementation == "eager"
+    assert module.model.config._attn_implementation == "sdpa"  # fast by default; eager only inside infer
     assert module.image_size == 32 and module.grid_side == 4 and (module.num_layers, module.num_heads) == (2, 4)
     torch.testing.assert_close(module.mean.flatten(), torch.tensor(MEAN))
     torch.testing.assert_close(module.std.flatten(), torch.tensor(STD))
@@ -30,6 +31,7 @@ def test_the_saved_model_loads_back_with_eager_attention_and_its_processor_setti
     assert out["attentions"].shape == (2, 3, 4, 17, 17)
     torch.testing.assert_close(out["attentions"].sum(-1), torch.ones(2, 3, 4, 17))
     assert out["cls"].shape == out["patch_mean"].shape == (3, 32)
+    assert module.model.config._attn_implementation == "sdpa"  # back after the pass
 
 
 def test_our_pixels_are_what_the_models_own_processor_makes(tiny):
@@ -56,12 +58,123 @@ def test_grey_and_other_sizes_are_brought_to_the_models_input(tiny):
     assert module.pixels(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)).shape == (2, 3, 32, 32)
 
 
-def test_sdpa_attention_is_refused_rather_than_silently_empty(tmp_path):
+def test_a_pass_without_attention_maps_is_refused_rather_than_silently_empty(tmp_path, monkeypatch):
     save_tiny_vit(tmp_path)
     module = ViTClassifier(str(tmp_path))
-    module.model.set_attn_implementation("sdpa")
+    monkeypatch.setattr(type(module), "eager_attention", lambda self: contextlib.nullcontext())  # SDPA stays on
     with pytest.raises(RuntimeError, match="eager"):
         module.infer(torch.rand(1, 3, 32, 32))
+
+
+SMALL = dict(image_size=16, patch_size=4, hidden_size=16, layers=2, heads=2, mlp_size=32)
+
+
+class Labelled:
+    classes = tuple("abcdefgh")  # 8 classes
+    labelled = True
+
+
+def train_steps(module, steps: int = 5, seed: int = 0):
+    """A few AdamW steps on random images and labels, in train mode, as Lightning would run them."""
+    g = torch.Generator().manual_seed(seed)
+    optimizer = module.configure_optimizers()
+    module.train()
+    for _ in range(steps):
+        x, y = torch.rand(8, 1, 16, 16, generator=g), torch.randint(0, 8, (8,), generator=g)
+        loss = module.training_step((x, y), 0)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return module.eval()
+
+
+def adamw(params):
+    return torch.optim.AdamW(params, lr=1e-2)
+
+
+def test_sdpa_trained_weights_give_the_same_logits_with_eager_attention(monkeypatch):
+    monkeypatch.setattr(ViTClassifier, "log", lambda *a, **k: None)  # no trainer here
+    torch.manual_seed(0)
+    module = ViTClassifier(finetune="scratch", scratch=SMALL, optimizer=adamw)
+    module.check_setup(model=module, datamodule=Labelled())
+    assert module.model.config._attn_implementation == "sdpa"
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    train_steps(module)
+    assert any(not torch.equal(before[k], v) for k, v in module.state_dict().items())  # it did train
+    x = torch.rand(6, 3, 16, 16)
+    with torch.no_grad():
+        sdpa = module(x).logits
+        with module.eager_attention():
+            assert module.model.config._attn_implementation == "eager"
+            eager = module(x).logits
+    torch.testing.assert_close(sdpa, eager, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(module.infer(x)["logits"], sdpa, atol=1e-5, rtol=1e-5)  # what the analyses read
+
+
+@pytest.mark.parametrize(
+    "finetune, trains",
+    [
+        ("head", {"classifier"}),
+        ("last_stage", {"classifier", "vit.layernorm", "vit.layers.1"}),
+        ("full", {"classifier", "vit.layernorm", "vit.layers.1", "vit.layers.0", "vit.embeddings"}),
+    ],
+)
+def test_a_pretrained_folder_gets_a_new_head_and_only_its_finetuned_parts_change(
+    tmp_path, monkeypatch, finetune, trains
+):
+    monkeypatch.setattr(ViTClassifier, "log", lambda *a, **k: None)
+    original = save_tiny_vit(tmp_path, image_size=16, patch_size=4, hidden_size=16, num_labels=3)
+    module = ViTClassifier(str(tmp_path), finetune=finetune, optimizer=adamw)
+    module.check_setup(model=module, datamodule=Labelled())
+    assert module.model.classifier.out_features == 8 and module.class_map == "identity"
+    assert module.label_name(7) == "h" and module.model.config.num_labels == 8
+    train_steps(module)
+
+    def part(key):  # vit.layers.1.attention... -> vit.layers.1
+        return next((p for p in sorted(trains, key=len, reverse=True) if key.startswith(p + ".")), None)
+
+    for key, value in original.state_dict().items():
+        if key.startswith("classifier"):
+            continue
+        changed = not torch.equal(module.model.state_dict()[key], value)
+        assert changed == (part(key) is not None), (finetune, key)
+    trainable = {k for k, p in module.model.named_parameters() if p.requires_grad}
+    assert {part(k) for k in trainable} == trains
+    module.train()
+    assert not any(m.training for m in module.frozen_modules)  # frozen parts: no dropout while training
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        (dict(image_size=28, patch_size=5), "model.scratch.patch_size=5 does not divide model.scratch.image_size=28"),
+        (dict(hidden_size=30, heads=4), "model.scratch.heads=4 does not divide model.scratch.hidden_size=30"),
+        (dict(layers=0), "model.scratch.layers must be a positive integer"),
+        (dict(dropout=1.5), "model.scratch.dropout must lie in [0, 1)"),
+    ],
+)
+def test_bad_scratch_keys_name_themselves(keys, message):
+    with pytest.raises(ValueError) as err:
+        scratch_config(**{**SMALL, **keys})
+    assert message in str(err.value)
+
+
+def test_training_needs_pretrained_weights_or_scratch_and_labelled_data(tmp_path):
+    with pytest.raises(ValueError, match="finetune=head starts from pretrained weights: set model.name="):
+        ViTClassifier(name=None, finetune="head")
+    with pytest.raises(ValueError, match="finetune must be one of"):
+        ViTClassifier(finetune="lora")
+    module = ViTClassifier(finetune="scratch", scratch=SMALL)
+
+    class Folder:
+        classes = ()
+        labelled = False
+
+    with pytest.raises(ValueError, match="finetune=scratch trains on labels: choose a labelled data set"):
+        module.check_setup(model=module, datamodule=Folder())
+    mapped = ViTClassifier(finetune="scratch", scratch=SMALL, class_map={"a": [0]})
+    with pytest.raises(ValueError, match="leave model.class_map null"):
+        mapped.check_setup(model=mapped, datamodule=Labelled())
 
 
 def test_attention_gradients_of_a_batch_equal_those_of_each_image_alone(tiny):
