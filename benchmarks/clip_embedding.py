@@ -1,79 +1,112 @@
-"""Zero-shot evaluation over several template sets: images embedded once (the framework) vs
-re-encoded for every template set (the seed notebook did the test set four times).
+"""CLIP test-set embedding, steady state: the framework's test pass vs the seed notebook's loop vs
+the image encoder alone (benchmarks/harness.py).
 
-    .venv/bin/python benchmarks/clip_embedding.py [--model ViT-B-32] [--images 256] [--template-sets 5]
+    .venv/bin/python benchmarks/clip_embedding.py [--tiny] [--model ViT-B-32] [--batch-size 256]
 
-Random weights (no hub here) and synthetic STL-10-shaped images resized to the model's input on
-the device: the cost is the same as with real weights. Prints wall time and images/s.
+Random weights (no hub here; the cost does not depend on their values) and the same synthetic
+STL-10-shaped images (uint8 3x96x96) for every contender:
+- framework: the test pass of `python -m experiments task=clip data.synthetic=true` with the
+  analyses off: resize and normalise per batch on the device, bf16 autocast on a GPU, the
+  embeddings kept on the device until the pass ends
+- seed: open_clip's own preprocessing per PIL image (resize, centre crop, ToTensor, normalise)
+  in a DataLoader with num_workers=0, fp32 encoding, the embeddings to the host per batch
+- bound: `encode_images` (the same module and precision) on one preprocessed batch on the device
 """
 
 from __future__ import annotations
 
-import argparse
-import time
+import json
+import tempfile
+from pathlib import Path
 
 import torch
+from harness import accelerator, arguments, rate, report, run_framework, timed_windows
+
+TINY_CLIP = {  # a tiny open_clip config for --tiny (as the tests' tiny model)
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="ViT-B-32")
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--template-sets", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args()
-    from datamodules import STL10DataModule
+    gpu = torch.cuda.is_available()
+    p = arguments(__doc__.splitlines()[0], batch_size=256 if gpu else 32, warmup=3 if gpu else 1, steps=10, repeats=3)
+    p.add_argument("--model", default="ViT-B-32")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    model_keys = [f"model.name={args.model}", "model.pretrained=null"]
+    if args.tiny:
+        args.warmup, args.steps, args.repeats, args.batch_size = 1, 2, 2, 8
+        (tmp / "tiny-clip-bench.json").write_text(json.dumps(TINY_CLIP))
+        args.model = "tiny-clip-bench"
+        model_keys = [
+            f"model.name={args.model}",
+            "model.pretrained=null",
+            f"model.model_config={tmp / 'tiny-clip-bench.json'}",
+        ]
+    elif not gpu:
+        args.steps = 2
+    device = torch.device(args.device)
+    import open_clip
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision.transforms import functional as TF
+
     from models import ClipZeroShot
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = ClipZeroShot(name=args.model, pretrained=None).to(device)
-    dm = STL10DataModule(
-        synthetic=True,
-        synthetic_size=args.images,
-        image_size=module.image_size,
-        mean=[0.481, 0.458, 0.408],
-        std=[0.269, 0.261, 0.276],
+    module = ClipZeroShot(
+        name=args.model, pretrained=None, model_config=str(tmp / "tiny-clip-bench.json") if args.tiny else None
     )
-    images = dm.split("test").images
-    names = list(dm.classes)
-    sets = [
-        ["a photo of a {}."],
-        ["{}"],
-        ["a photo of a {}, a type of object or animal"],
-        ["a photo of the {}."],
-        ["itap of a {}."],
-    ][: args.template_sets]
+    module = module.to(device).eval()
+    size = module.image_size
+    total = args.warmup + args.steps * args.repeats
+    n = total * args.batch_size
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 96, 96), dtype=torch.uint8, generator=g)
+    settings = {"model": args.model, "image_size": size, "batch_size": args.batch_size, "images": n}
+    settings.update({"warmup_batches": args.warmup, "batches_per_window": args.steps, "windows": args.repeats})
 
-    def encode_all() -> torch.Tensor:
-        return torch.cat(
-            [
-                module.encode_images(dm.transform(images[i : i + args.batch_size].to(device)))
-                for i in range(0, len(images), args.batch_size)
-            ]
-        )
+    preprocess = open_clip.image_transform(size, is_train=False)
 
-    def classify(z: torch.Tensor, templates) -> torch.Tensor:
-        t = torch.from_numpy(module.encode_texts([tpl.format(c) for c in names for tpl in templates])).to(device)
-        return (z @ t.view(len(names), len(templates), -1).mean(1).T).argmax(1)
+    class PILImages(Dataset):
+        def __len__(self):
+            return n
 
-    encode_all()  # warm-up
-    start = time.perf_counter()
-    for templates in sets:  # seed-style: the images again for every template set
-        classify(encode_all(), templates)
-    seed_s = time.perf_counter() - start
-    start = time.perf_counter()
-    z = encode_all()  # the framework: once, then every template set on the cached embeddings
-    for templates in sets:
-        classify(z, templates)
-    cached_s = time.perf_counter() - start
-    n = len(images) * len(sets)
-    print(
-        f"device={device} threads={torch.get_num_threads()} "
-        f"model={args.model} images={len(images)} template sets={len(sets)}"
+        def __getitem__(self, i):
+            return preprocess(TF.to_pil_image(images[i])), 0
+
+    loader = iter(DataLoader(PILImages(), batch_size=args.batch_size, shuffle=False, num_workers=0))
+    module.float()
+
+    @torch.no_grad()
+    def seed_step():
+        x, _ = next(loader)
+        torch.nn.functional.normalize(module.model.encode_image(x.to(device)), dim=-1).cpu()
+
+    items = args.steps * args.batch_size
+    contenders = {"seed": rate(timed_windows(seed_step, args.warmup, args.steps, args.repeats, device), items)}
+    x = torch.stack([preprocess(TF.to_pil_image(images[i])) for i in range(args.batch_size)]).to(device)
+    contenders["bound"] = rate(
+        timed_windows(lambda: module.encode_images(x), args.warmup, args.steps, args.repeats, device), items
     )
-    print(f"re-encoding per template set (seed): {seed_s:7.2f} s  {n / seed_s:8.1f} img/s evaluated")
-    print(f"embeddings cached (framework):       {cached_s:7.2f} s  {n / cached_s:8.1f} img/s evaluated")
-    print(f"speed-up: {seed_s / cached_s:.2f}x")
+    windows = run_framework(
+        tmp / "run",
+        "task=clip",
+        *model_keys,
+        "data.synthetic=true",
+        f"data.synthetic_size={n}",
+        f"data.image_size={size}",
+        f"data.eval_batch_size={args.batch_size}",
+        accelerator(device),
+        "callbacks.clip_analyses=null",
+        stage="test",
+        compile=args.compile,
+        warmup=args.warmup,
+        steps=args.steps,
+        repeats=args.repeats,
+    )
+    contenders = {"framework": rate(windows, items), **contenders}
+    report("clip test-set embedding (images/s)", "img/s", contenders, settings, args.out, device)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def arguments(description: str, **defaults) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=defaults.get("steps", 20), help="steps per timed window")
     p.add_argument("--repeats", type=int, default=defaults.get("repeats", 3), help="timed windows")
     p.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")
+    p.add_argument("--compile", action="store_true", help="the framework with model.compile=true (torch.compile)")
     return p
 
 
@@ -82,6 +84,7 @@ def report(title: str, unit: str, contenders: dict[str, dict], settings: dict, o
     framework / bound where those contenders are present."""
     ratios = {}
     fw = contenders.get("framework")
+    settings = {**settings, "compile": COMPILE[0]}
     for other in ("seed", "bound"):
         if fw and other in contenders:
             ratios[f"framework/{other}"] = fw["per_s"] / contenders[other]["per_s"]
@@ -119,20 +122,45 @@ def compose(*overrides: str):
         return hydra_compose("config", overrides=list(overrides))
 
 
-def run_framework(output_dir: Path, *overrides: str) -> list[float]:
-    """Train through the framework's own run loop (experiments.run.run) with a StepTimer added:
-    seconds per timed window, as `timed_windows` measures the other contenders."""
+COMPILE = [False]  # what the last framework run used, for the report
+
+
+def run_framework(
+    output_dir: Path, *overrides: str, timer: str = "StepTimer", compile: bool = False, **timer_keys
+) -> list[float]:
+    """A run through the framework's own run loop (experiments.run.run) with a timer callback
+    added (StepTimer: seconds per timed window, as `timed_windows` measures the other contenders;
+    FitTimer: seconds of the whole fit). No logger, no progress bar, no model summary.
+    compile: with model.compile=true (the warm-up then includes the compilation)."""
     from experiments.run import run
 
-    marks = output_dir / "step_marks.json"
+    COMPILE[0] = compile
+    warnings.filterwarnings("ignore", message=r".*could not find the monitored key.*")  # no validation here
+    marks = output_dir / "timer.json"
     cfg = compose(
         *overrides,
         f"paths.output_dir={output_dir}",
-        "+callbacks.step_timer._target_=harness.StepTimer",
-        f"+callbacks.step_timer.path={marks}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "++trainer.enable_model_summary=false",
+        "trainer.devices=1",
+        f"model.compile={str(compile).lower()}",
+        f"+callbacks.timer._target_=harness.{timer}",
+        f"+callbacks.timer.path={marks}",
+        *(f"+callbacks.timer.{k}={v}" for k, v in timer_keys.items()),
     )
     run(cfg)
     return json.loads(marks.read_text())
+
+
+def accelerator(device) -> str:
+    return "trainer.accelerator=" + ("gpu" if torch.device(device).type == "cuda" else "cpu")
+
+
+def bf16(device) -> bool:
+    """Whether the framework trains in bf16 autocast here (conf/trainer: auto_precision)."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 try:
@@ -142,21 +170,57 @@ except ImportError:  # the plain contenders do not need Lightning
 
 
 class StepTimer(Callback):
-    """Marks the time (device synchronised) after the warm-up steps and after each timed window of
-    training steps; writes the windows' seconds to `path` when training ends."""
+    """Marks the time (device synchronised) after the warm-up batches and after each timed window
+    of `steps` batches of the training (`stage=train`) or test pass (`stage=test`); writes the
+    windows' seconds to `path` when that pass ends. Batches are counted as the pass sees them."""
 
-    def __init__(self, path: str, warmup: int, steps: int, repeats: int):
-        self.path, self.warmup, self.steps, self.repeats = Path(path), warmup, steps, repeats
+    def __init__(self, path: str, warmup: int, steps: int, repeats: int, stage: str = "train"):
+        self.path, self.warmup, self.steps, self.repeats, self.stage = Path(path), warmup, steps, repeats, stage
         self.marks: list[float] = []
+        self.done = 0
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        done = trainer.global_step  # optimizer steps taken
+    def _batch_end(self, pl_module):
+        self.done += 1
+        done = self.done
         if done >= self.warmup and (done - self.warmup) % self.steps == 0 and len(self.marks) <= self.repeats:
             sync(pl_module.device)
             self.marks.append(time.perf_counter())
 
-    def on_train_end(self, trainer, pl_module):
+    def _end(self):
         windows = [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
         if len(windows) < self.repeats:
-            raise RuntimeError(f"only {len(windows)} of {self.repeats} timed windows ran: raise trainer.max_steps")
+            raise RuntimeError(f"only {len(windows)} of {self.repeats} timed windows ran: give it more batches")
         self.path.write_text(json.dumps(windows[: self.repeats]))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.stage == "train":
+            self._batch_end(pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.stage == "train":
+            self._end()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.stage == "test":
+            self._batch_end(pl_module)
+
+    def on_test_end(self, trainer, pl_module):
+        if self.stage == "test":
+            self._end()
+
+
+class FitTimer(Callback):
+    """Seconds from the start of fitting (before any callback's on_fit_start, e.g. the feature
+    cache) to its end, device synchronised, written to `path`."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def setup(self, trainer, pl_module, stage):
+        if stage == "fit":
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module):
+        sync(pl_module.device)
+        self.path.write_text(json.dumps([time.perf_counter() - self.start]))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from harness import arguments, compose, rate, report, run_framework, timed_windows
+from harness import accelerator, arguments, bf16, compose, rate, report, run_framework, timed_windows
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     config = scratch_config(**cfg.model.scratch)
     config.num_labels = 10
     config._attn_implementation = "sdpa"
-    amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    amp = bf16(device)
 
     def plain_model():
         from transformers import ViTForImageClassification
@@ -86,15 +86,13 @@ def main() -> None:
             f"data.batch_size={args.batch_size}",
             f"trainer.max_steps={total}",
             "trainer.max_epochs=1",
-            f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
-            "trainer.devices=1",
-            "trainer.enable_progress_bar=false",
+            accelerator(device),
             "trainer.limit_val_batches=0",
             "test=false",
-            "logger=none",
-            f"+callbacks.step_timer.warmup={args.warmup}",
-            f"+callbacks.step_timer.steps={args.steps}",
-            f"+callbacks.step_timer.repeats={args.repeats}",
+            compile=args.compile,
+            warmup=args.warmup,
+            steps=args.steps,
+            repeats=args.repeats,
         )
     contenders = {"framework": rate(windows, items), **contenders}
     report("vit training steps (images/s)", "img/s", contenders, settings, args.out, device)

@@ -176,10 +176,9 @@ class AttentionMaps(Callback):
         if n == 0:
             return
         maps = A.cls_attention(outputs["attentions"][:, :n])  # (layers, n, heads, patches)
-        self.entropy = self.entropy + A.attention_entropy(maps).sum(1).cpu()  # (layers, heads)
-        self.correlation = (
-            self.correlation + torch.stack([A.head_correlation(m) * n for m in maps]).cpu()
-        )  # (layers, heads, heads)
+        # sums stay on the device until the epoch ends: a copy to the host per batch would wait for it
+        self.entropy = self.entropy + A.attention_entropy(maps).sum(1)  # (layers, heads)
+        self.correlation = self.correlation + torch.stack([A.head_correlation(m) * n for m in maps])  # (l, h, h)
         self.count += n
         start = self.quota.seen - n
         for i in range(min(n, self.num_images - len(self.examples))):
@@ -225,8 +224,8 @@ class AttentionMaps(Callback):
                     title="CLS-to-patch attention, heads fused per layer (each map scaled to its range)",
                 ),
             )
-        entropy = (self.entropy / self.count).numpy()
-        correlation = (self.correlation / self.count).numpy()
+        entropy = (self.entropy / self.count).cpu().numpy()
+        correlation = (self.correlation / self.count).cpu().numpy()
         layers, heads = entropy.shape
         max_entropy = math.log(side * side)
         rows = [f"layer {layer + 1}" for layer in range(layers)]
@@ -326,7 +325,7 @@ class AttentionRollout(Callback):
         if n == 0:
             return
         rollout = rollout_maps(outputs, self.head_fusion, self.discard_ratio)[:n]
-        self.entropy = self.entropy + float(A.attention_entropy(rollout.flatten(1)).sum())
+        self.entropy = self.entropy + A.attention_entropy(rollout.flatten(1)).sum()  # on the device until the end
         self.count += n
         k = min(n, self.num_images - len(self.rows))
         if k <= 0:
@@ -373,7 +372,7 @@ class AttentionRollout(Callback):
                 title="attention rollout: where the CLS token's information comes from",
             ),
         )
-        log_numbers(trainer, {"rollout/entropy": self.entropy / self.count})
+        log_numbers(trainer, {"rollout/entropy": float(self.entropy) / self.count})
 
 
 class PatchMasking(Callback):
@@ -430,10 +429,10 @@ class PatchMasking(Callback):
         self.count, self.labelled, self.examples = 0, None, {}
 
     def _score(self, pl_module, key, masked, reference, labels) -> None:
-        logits = pl_module.logits(masked)
-        self.agree[key] += int((logits.argmax(-1) == reference).sum())
+        logits = pl_module.logits(masked)  # counts stay on the device (no host sync per pass) until the epoch ends
+        self.agree[key] = self.agree[key] + (logits.argmax(-1) == reference).sum()
         if self.labelled:
-            self.correct[key] += int((pl_module.dataset_scores(logits).argmax(-1) == labels).sum())
+            self.correct[key] = self.correct[key] + (pl_module.dataset_scores(logits).argmax(-1) == labels).sum()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         n = self.quota.take(len(outputs["labels"]))
@@ -478,7 +477,7 @@ class PatchMasking(Callback):
             measures["accuracy"] = (self.correct, "accuracy against the labels (model.class_map)")
         curves_fig, numbers, rows = {}, {"masking/images": float(self.count)}, []
         for measure, (counts, label) in measures.items():
-            value = {k: v / self.count for k, v in counts.items()}
+            value = {k: float(v) / self.count for k, v in counts.items()}
             random = np.array(
                 [[value[("random", f, t)] for t in range(self.trials)] for f in self.fractions]
             )  # (fractions, trials)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from analysis.contracts import ChecksSetup, ReportsRunInfo, missing_capabilities
 from experiments import lifecycle
@@ -52,6 +52,19 @@ def build(conf: DictConfig, key: str, **kwargs):
     except Exception as e:  # noqa: BLE001
         cause = _root_cause(e)
         raise ConfigError(f"{key} ({conf._target_}): {cause}") from e
+
+
+def build_model(conf: DictConfig):
+    """The model from `model.*`; `model.compile=true` (the run loop's key, not the model's) compiles
+    its forward in place with torch.compile, so the module keeps its type and its contracts."""
+    conf = conf.copy()
+    with open_dict(conf):
+        compile_ = conf.pop("compile", False)
+    model = build(conf, "model")
+    if compile_:
+        model.compile()  # nn.Module.compile: forward compiled on the first call (minutes for a big model)
+        log.info("model.compile=true: the forward pass is compiled on its first call")
+    return model
 
 
 def _number(value) -> float | None:
@@ -104,7 +117,7 @@ def run(cfg: DictConfig) -> float | None:
         datamodule.setup()
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         raise ConfigError(str(e)) from e
-    model = build(cfg.model, "model")
+    model = build_model(cfg.model)
     named = {
         name: build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
     }

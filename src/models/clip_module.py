@@ -98,12 +98,12 @@ class ClipZeroShot(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         x, y = batch
         z = self.encode_images(x)
-        self._test.append((z.cpu(), y.cpu()))
+        self._test.append((z, y))  # kept on the device: a copy to the host per batch would wait for each
         return {"embeddings": z}
 
     def on_test_epoch_end(self):
-        z, y = (torch.cat(t) for t in zip(*self._test, strict=False))
-        self._test_embeddings = (z.numpy(), y.numpy())
+        z, y = (torch.cat(t).cpu() for t in zip(*self._test, strict=False))
+        self._test, self._test_embeddings = [], (z.numpy(), y.numpy())
 
     def configure_optimizers(self):
         return None

@@ -36,9 +36,11 @@ def test_every_model_config_composes_on_its_own(name):
 
 
 def test_vae_task_builds_data_and_model_from_config(compose_cfg):
+    from experiments.run import build_model
+
     cfg = compose_cfg("task=vae", "data.synthetic=true", "model.latent_dim=3")
     dm = instantiate(cfg.data, _convert_="all")
-    model = instantiate(cfg.model, _convert_="all")
+    model = build_model(cfg.model)  # what the run loop does: model.compile is its key, not the model's
     assert dm.num_classes == 10 and model.vae.latent_dim == 3
     assert cfg.data.fallback_roots == ["/usr/share/datasets/fashion-mnist"]
 
@@ -86,3 +88,14 @@ def test_run_id_is_fixed_per_launch(monkeypatch):
     assert experiments.run_id() == first and len(first.split("_")[-1]) == 6
     monkeypatch.delenv(experiments.RUN_ID_ENV)
     assert experiments.run_id() != first  # another launch in the same second: another folder
+
+
+def test_model_compile_compiles_the_forward_in_place_and_keeps_the_contracts(compose_cfg):
+
+    from analysis.contracts import LatentGenerative
+    from experiments.run import build_model
+
+    cfg = compose_cfg("task=vae", "model.compile=true")
+    model = build_model(cfg.model)
+    assert isinstance(model, LatentGenerative) and model._compiled_call_impl is not None
+    assert build_model(compose_cfg("task=vae").model)._compiled_call_impl is None  # opt-in

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every benchmark in one prepared run, sized to finish in under 8 minutes on one H100/H200:
+# a JSON and a log per benchmark, OUT/summary.json and OUT/summary.md (one markdown table).
+#   bash benchmarks/fetch_wheels.sh                      # here, once: .whl/ with what the GPU machine lacks
+#   bash benchmarks/gpu_check.sh OUT                     # there (or anywhere with a GPU)
+#   bash benchmarks/gpu_check.sh OUT --tiny --device cpu # the dry run the tests do, in seconds
+# Extra arguments go to every benchmark. Exit 1 if any benchmark failed (its log says why).
+set -uo pipefail
+out=${1:?usage: bash benchmarks/gpu_check.sh OUT [benchmark arguments]}
+shift
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" > /dev/null; then  # hydra-core, omegaconf, open_clip_torch, wandb, umap-learn...
+  $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "gpu_check: installing .whl/ failed"; exit 1; }
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 WANDB_MODE=offline PYTHONUNBUFFERED=1
+mkdir -p "$out"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  $py -c "from importlib.metadata import version as v; print(*(f'{p} {v(p)}' for p in ('torch', 'transformers', 'lightning')))"
+} | tee "$out/device.txt"
+status=0
+bench() {
+  local name=$1
+  shift
+  local start=$SECONDS
+  if timeout "${LIMIT_S:-200}" $py "benchmarks/$name.py" "$@" --out "$out/$name.json" > "$out/$name.log" 2>&1; then
+    echo "== $name: $((SECONDS - start)) s"
+  else
+    echo "== $name FAILED after $((SECONDS - start)) s (see $out/$name.log):"
+    status=1
+  fi
+  grep -A8 "^[a-z].* on " "$out/$name.log" | grep -v "^\[" | tail -n 9
+}
+for name in ${BENCHMARKS:-vit_train resnet_train vae_train clip_embedding vit_analyses}; do  # BENCHMARKS: a subset
+  bench "$name" "$@"
+done
+$py benchmarks/summarise.py "$out" | tee "$out/summary.md"
+exit $status

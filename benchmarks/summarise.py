@@ -1,0 +1,47 @@
+"""One markdown table (and one JSON) from the benchmark JSON files in a folder.
+
+python benchmarks/summarise.py OUT          # writes OUT/summary.json, prints the table
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| benchmark | device | framework | seed | bound | framework / seed | framework / bound |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        c, ratios, unit = r["contenders"], r["ratios"], r["unit"]
+
+        def cell(name, c=c, unit=unit):
+            if name not in c:
+                return "—"
+            x = c[name]
+            return f"{x['per_s']:,.0f} {unit} ({x['min']:,.0f}..{x['max']:,.0f})"
+
+        fw_seed, fw_bound = ratios.get("framework/seed"), ratios.get("framework/bound")
+        lines.append(
+            f"| {r['benchmark']} | {r['device']} | {cell('framework')} | {cell('seed')} | {cell('bound')} | "
+            f"{'—' if fw_seed is None else f'{fw_seed:.2f}x'} | {'—' if fw_bound is None else f'{fw_bound:.3f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    folder = Path(sys.argv[1])
+    results = [
+        json.loads(p.read_text())
+        for p in sorted(folder.glob("*.json"))
+        if p.name != "summary.json" and p.stat().st_size
+    ]
+    (folder / "summary.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
