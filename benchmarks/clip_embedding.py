@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from harness import accelerator, arguments, rate, report, run_framework, timed_windows
+from harness import accelerator, arguments, conclude, rate, time_framework, timed_windows
 
 TINY_CLIP = {  # a tiny open_clip config for --tiny (as the tests' tiny model)
     "embed_dim": 32,
@@ -89,7 +89,8 @@ def main() -> None:
     contenders["bound"] = rate(
         timed_windows(lambda: module.encode_images(x), args.warmup, args.steps, args.repeats, device), items
     )
-    windows = run_framework(
+    windows = time_framework(
+        args,
         tmp / "run",
         "task=clip",
         *model_keys,
@@ -100,13 +101,8 @@ def main() -> None:
         accelerator(device),
         "callbacks.clip_analyses=null",
         stage="test",
-        compile=args.compile,
-        warmup=args.warmup,
-        steps=args.steps,
-        repeats=args.repeats,
     )
-    contenders = {"framework": rate(windows, items), **contenders}
-    report("clip test-set embedding (images/s)", "img/s", contenders, settings, args.out, device)
+    conclude("clip test-set embedding (images/s)", args, windows, contenders, items, settings, device)
 
 
 if __name__ == "__main__":

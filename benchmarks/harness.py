@@ -84,7 +84,9 @@ def report(title: str, unit: str, contenders: dict[str, dict], settings: dict, o
     framework / bound where those contenders are present."""
     ratios = {}
     fw = contenders.get("framework")
-    settings = {**settings, "compile": COMPILE[0]}
+    settings = {**settings, "compile": FRAMEWORK["compile"]}
+    if FRAMEWORK["warmup_s"] is not None:  # with model.compile=true: the compilation is in it
+        settings["framework_warmup_s"] = round(FRAMEWORK["warmup_s"], 2)
     for other in ("seed", "bound"):
         if fw and other in contenders:
             ratios[f"framework/{other}"] = fw["per_s"] / contenders[other]["per_s"]
@@ -122,7 +124,7 @@ def compose(*overrides: str):
         return hydra_compose("config", overrides=list(overrides))
 
 
-COMPILE = [False]  # what the last framework run used, for the report
+FRAMEWORK = {"compile": False, "warmup_s": None}  # what the last framework run used and took, for the report
 
 
 def run_framework(
@@ -134,7 +136,7 @@ def run_framework(
     compile: with model.compile=true (the warm-up then includes the compilation)."""
     from experiments.run import run
 
-    COMPILE[0] = compile
+    FRAMEWORK.update(compile=compile, warmup_s=None)
     warnings.filterwarnings("ignore", message=r".*could not find the monitored key.*")  # no validation here
     marks = output_dir / "timer.json"
     cfg = compose(
@@ -150,7 +152,28 @@ def run_framework(
         *(f"+callbacks.timer.{k}={v}" for k, v in timer_keys.items()),
     )
     run(cfg)
-    return json.loads(marks.read_text())
+    timed = json.loads(marks.read_text())
+    FRAMEWORK["warmup_s"] = timed.get("warmup_s")
+    return timed["windows"]
+
+
+def time_framework(args, output_dir: Path, *overrides: str, stage: str = "train") -> list[float]:
+    """run_framework with a StepTimer on `stage`, sized and compiled as the benchmark's arguments say."""
+    return run_framework(
+        output_dir,
+        *overrides,
+        compile=args.compile,
+        stage=stage,
+        warmup=args.warmup,
+        steps=args.steps,
+        repeats=args.repeats,
+    )
+
+
+def conclude(title: str, args, framework_windows: list[float], contenders: dict, items: int, settings: dict, device):
+    """The report with the framework first: `items` per timed window for every contender."""
+    contenders = {"framework": rate(framework_windows, items), **contenders}
+    return report(title, "img/s", contenders, settings, args.out, device)
 
 
 def accelerator(device) -> str:
@@ -177,7 +200,18 @@ class StepTimer(Callback):
     def __init__(self, path: str, warmup: int, steps: int, repeats: int, stage: str = "train"):
         self.path, self.warmup, self.steps, self.repeats, self.stage = Path(path), warmup, steps, repeats, stage
         self.marks: list[float] = []
-        self.done = 0
+        self.done, self.start = 0, None
+
+    def _start(self, pl_module, stage: str):
+        if stage == self.stage:
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module):
+        self._start(pl_module, "train")
+
+    def on_test_start(self, trainer, pl_module):
+        self._start(pl_module, "test")
 
     def _batch_end(self, pl_module):
         self.done += 1
@@ -190,7 +224,8 @@ class StepTimer(Callback):
         windows = [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
         if len(windows) < self.repeats:
             raise RuntimeError(f"only {len(windows)} of {self.repeats} timed windows ran: give it more batches")
-        self.path.write_text(json.dumps(windows[: self.repeats]))
+        warmup = self.marks[0] - self.start if self.start is not None else None  # compilation, allocator, caches
+        self.path.write_text(json.dumps({"windows": windows[: self.repeats], "warmup_s": warmup}))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.stage == "train":
@@ -223,4 +258,4 @@ class FitTimer(Callback):
 
     def on_fit_end(self, trainer, pl_module):
         sync(pl_module.device)
-        self.path.write_text(json.dumps([time.perf_counter() - self.start]))
+        self.path.write_text(json.dumps({"windows": [time.perf_counter() - self.start]}))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from harness import accelerator, arguments, bf16, rate, report, run_framework, sync, timed_windows
+from harness import accelerator, arguments, bf16, rate, report, run_framework, sync, time_framework, timed_windows
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -136,7 +136,8 @@ def main() -> None:
         contenders["seed"] = rate(timing(seed_stepper(False)), args.steps * 32)
         total = args.warmup + args.steps * args.repeats
         with tempfile.TemporaryDirectory() as tmp:
-            windows = run_framework(
+            windows = time_framework(
+                args,
                 Path(tmp),
                 *task,
                 "finetune=full",
@@ -144,10 +145,6 @@ def main() -> None:
                 f"data.synthetic_size={(total * args.batch_size * 5) // 4 + args.batch_size}",  # a fifth is val
                 f"trainer.max_steps={total}",
                 "trainer.max_epochs=1",
-                compile=args.compile,
-                warmup=args.warmup,
-                steps=args.steps,
-                repeats=args.repeats,
             )
         contenders = {"framework": rate(windows, args.steps * args.batch_size), **contenders}
         results["full"] = report(

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from harness import accelerator, arguments, compose, rate, report, run_framework, timed_windows
+from harness import accelerator, arguments, compose, conclude, rate, time_framework, timed_windows
 
 
 def main() -> None:
@@ -72,7 +72,8 @@ def main() -> None:
         timed_windows(lambda: train_step(vae, opt, x), args.warmup, args.steps, args.repeats, device), items
     )
     with tempfile.TemporaryDirectory() as tmp:
-        windows = run_framework(
+        windows = time_framework(
+            args,
             Path(tmp),
             "task=vae",
             "data.synthetic=true",
@@ -84,13 +85,8 @@ def main() -> None:
             accelerator(device),
             "test=false",
             "callbacks.vae_figures=null",
-            compile=args.compile,
-            warmup=args.warmup,
-            steps=args.steps,
-            repeats=args.repeats,
         )
-    contenders = {"framework": rate(windows, items), **contenders}
-    report("vae training steps (images/s)", "img/s", contenders, settings, args.out, device)
+    conclude("vae training steps (images/s)", args, windows, contenders, items, settings, device)
 
 
 if __name__ == "__main__":

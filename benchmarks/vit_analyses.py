@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from harness import accelerator, arguments, compose, rate, report, run_framework, timed_windows
+from harness import accelerator, arguments, compose, conclude, rate, time_framework, timed_windows
 
 
 def reference_rollout(attentions: torch.Tensor) -> torch.Tensor:
@@ -101,7 +101,8 @@ def main() -> None:
         timed_windows(lambda: analyses(x, batched=True), args.warmup, args.steps, args.repeats, device), items
     )
     everything = [f"callbacks.{c}.max_images=null" for c in ("attention_maps", "attention_rollout", "patch_masking")]
-    windows = run_framework(
+    windows = time_framework(
+        args,
         folder / "run",
         "task=vit",
         "data=cifar10",
@@ -114,13 +115,8 @@ def main() -> None:
         "callbacks.vit_predictions.max_figures=0",
         *everything,
         stage="test",
-        compile=args.compile,
-        warmup=args.warmup,
-        steps=args.steps,
-        repeats=args.repeats,
     )
-    contenders = {"framework": rate(windows, items), **contenders}
-    report("vit analyses over a test set (images/s)", "img/s", contenders, settings, args.out, device)
+    conclude("vit analyses over a test set (images/s)", args, windows, contenders, items, settings, device)
 
 
 if __name__ == "__main__":

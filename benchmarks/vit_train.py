@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from harness import accelerator, arguments, bf16, compose, rate, report, run_framework, timed_windows
+from harness import accelerator, arguments, bf16, compose, conclude, rate, time_framework, timed_windows
 
 
 def main() -> None:
@@ -79,7 +79,8 @@ def main() -> None:
         timed_windows(lambda: train_step(model, optimizer, x, y), args.warmup, args.steps, args.repeats, device), items
     )
     with tempfile.TemporaryDirectory() as tmp:
-        windows = run_framework(
+        windows = time_framework(
+            args,
             Path(tmp),
             *preset,
             f"data.synthetic_size={n}",
@@ -89,13 +90,8 @@ def main() -> None:
             accelerator(device),
             "trainer.limit_val_batches=0",
             "test=false",
-            compile=args.compile,
-            warmup=args.warmup,
-            steps=args.steps,
-            repeats=args.repeats,
         )
-    contenders = {"framework": rate(windows, items), **contenders}
-    report("vit training steps (images/s)", "img/s", contenders, settings, args.out, device)
+    conclude("vit training steps (images/s)", args, windows, contenders, items, settings, device)
 
 
 if __name__ == "__main__":
