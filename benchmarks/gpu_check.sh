@@ -10,7 +10,8 @@ out=${1:?usage: bash benchmarks/gpu_check.sh OUT [benchmark arguments]}
 shift
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
-if ! $py -c "import hydra, omegaconf, open_clip" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+missing='import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("hydra", "omegaconf", "open_clip")))'
+if ! $py -c "$missing" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
   # what the machine lacks (hydra-core, omegaconf, open_clip_torch, wandb, umap-learn...), from fetch_wheels.sh
   $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "gpu_check: installing .whl/ failed"; exit 1; }

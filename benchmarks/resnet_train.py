@@ -178,7 +178,8 @@ def main() -> None:
         contenders["seed"] = seed  # its per-batch rate is its rate over any number of epochs
         fits = []
         with tempfile.TemporaryDirectory() as tmp:
-            for i in range(1 + args.repeats):  # the first fit is the warm-up (kernels, allocator)
+            warm = 0 if args.tiny else 1  # the first fit is the warm-up (kernels, allocator); --tiny: none
+            for i in range(warm + args.repeats):
                 fits += run_framework(
                     Path(tmp) / str(i),
                     *task,
@@ -191,8 +192,8 @@ def main() -> None:
                     timer="FitTimer",
                     compile=args.compile,
                 )
-        contenders = {"framework": rate(fits[1:], e * n), **contenders}
-        head_settings = {**settings, "head_images": n, "head_epochs": e, "warmup_fits": 1}
+        contenders = {"framework": rate(fits[warm:], e * n), **contenders}
+        head_settings = {**settings, "head_images": n, "head_epochs": e, "warmup_fits": warm}
         results["head"] = report(
             f"resnet head-only fine-tuning, {e} epochs (training images/s)",
             "img/s",
