@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
-from cli import run_cli
+from cli import cli_command, cli_env, run_cli
 from smoke import RESNET_SMOKE
 from wandb_reader import read_run
 
@@ -74,19 +75,45 @@ def test_resnet_multirun_over_ablations_shares_a_wandb_group(tmp_path):
     assert "ablate.blocks=[]" in summary and "ablate.blocks=[3]" in summary and "test/acc" in summary
 
 
+DDP_SMOKE = (
+    "task=vae",
+    "debug=smoke",
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.precision=32-true",
+    "trainer.sync_batchnorm=false",
+    "logger=csv",
+)
+
+
+def test_torchrun_ranks_agree_on_one_run_folder_and_keep_their_logs(tmp_path):
+    """torchrun starts each rank itself (no parent of ours): they agree on the folder through the
+    elastic agent's store before Hydra writes anything; rank 0 writes metrics.json."""
+    import subprocess
+
+    cmd = cli_command(tmp_path, *DDP_SMOKE)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*torchrun, *cmd[1:]], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = tmp_path.glob("logs/vae/runs/*")  # one folder, not one per rank
+    assert (run / "metrics.json").is_file() and (run / "__main__.log").is_file()
+    assert "rank 1:" in (run / "__main___rank1.log").read_text()  # the second rank's own log, kept
+    values = [
+        line.rsplit("=", 1)[1].strip()
+        for f in ("__main__.log", "__main___rank1.log")
+        for line in (run / f).read_text().splitlines()
+        if ": test/neg_elbo = " in line
+    ]
+    assert len(values) == 2 and values[0] == values[1]  # both ranks hold the metric reduced over ranks
+
+
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_run_folder(tmp_path):
     """Hydra + DDP: the second rank (a re-launched process) writes into the first one's folder."""
-    proc = run_cli(
-        tmp_path,
-        "task=vae",
-        "debug=smoke",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.precision=32-true",
-        "trainer.sync_batchnorm=false",
-        "logger=csv",
-    )
+    proc = run_cli(tmp_path, *DDP_SMOKE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = tmp_path.glob("logs/vae/runs/*")
     assert (run / "train_ddp_process_1.log").is_file() and (run / "metrics.json").is_file()

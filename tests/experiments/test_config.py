@@ -99,3 +99,38 @@ def test_model_compile_compiles_the_forward_in_place_and_keeps_the_contracts(com
     model = build_model(cfg.model)
     assert isinstance(model, LatentGenerative) and model._compiled_call_impl is not None
     assert build_model(compose_cfg("task=vae").model)._compiled_call_impl is None  # opt-in
+
+
+def test_ranks_started_apart_agree_on_one_run_id(monkeypatch):
+    """torchrun's workers: the first to ask stores its id in the agent's store, the others read it."""
+    import threading
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    master = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=30))
+    env = {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master.port)}
+    for k, v in {**env, "TORCHELASTIC_RUN_ID": "job-a"}.items():
+        monkeypatch.setenv(k, v)
+    ids = []
+    ranks = [threading.Thread(target=lambda: ids.append(experiments.shared_run_id(timeout_s=30))) for _ in range(4)]
+    for t in ranks:
+        t.start()
+    for t in ranks:
+        t.join()
+    assert len(ids) == 4 and len(set(ids)) == 1 and ids[0].count("_") == 2  # YYYY-MM-DD_HH-MM-SS_xxxxxx
+    assert experiments.shared_run_id(timeout_s=30) == ids[0]  # a restarted worker: the same folder
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-b")
+    assert experiments.shared_run_id(timeout_s=30) != ids[0]  # another launch: another folder
+
+
+def test_srun_tasks_share_the_jobs_id_and_a_single_process_has_none(monkeypatch):
+    for k in ("TORCHELASTIC_USE_AGENT_STORE", "RANK", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert experiments.shared_run_id() == "slurm_4242_0" and experiments.rank_suffix() == "_rank3"
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task (a plain sbatch job): nothing to agree on
+    assert experiments.shared_run_id() is None and experiments.rank_suffix() == ""
