@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+[ "${1:-}" = "--test" ] && extras="[test,cluster]"  # the tests cover the launchers and the search too
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
@@ -19,7 +19,7 @@ fi
 # torch/torchvision first, pinned: these exact builds come from the machine's local wheel cache
 # (a newer torch is a multi-GB download).
 "$VENV/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-"$VENV/bin/python" -m pip install --quiet -e ".${extras}"
+"$VENV/bin/python" -m pip install --quiet -e ".${extras}" --config-settings editable_mode=compat  # src/ on the path: Hydra finds hydra_plugins/ there
 
 FMNIST=/usr/share/datasets/fashion-mnist
 if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ]; then

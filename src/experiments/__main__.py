@@ -8,6 +8,7 @@ python -m experiments resume=logs/vae/runs/<run>       # continue a stopped run 
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import hydra
@@ -24,11 +25,36 @@ def run_job(cfg: DictConfig) -> float | None:
     return run_safely(cfg)
 
 
+CLUSTER_EXTRA = {  # an override that needs the cluster extra -> the module it needs
+    "hydra/launcher=slurm": "hydra_plugins.hydra_submitit_launcher",
+    "hydra/launcher=local": "hydra_plugins.hydra_submitit_launcher",
+    "hparams_search=": "optuna",
+}
+
+
+def missing_extra(argv: list[str]) -> str | None:
+    """The one-line error for an override whose package is not installed, else None."""
+    for arg in argv:
+        for prefix, module in CLUSTER_EXTRA.items():
+            if arg.startswith(prefix):
+                try:
+                    found = importlib.util.find_spec(module) is not None
+                except ModuleNotFoundError:
+                    found = False
+                if not found:
+                    name = module.split(".")[-1]
+                    return f"{arg} needs the cluster extra ({name} is not installed): pip install '.[cluster]'"
+    return None
+
+
 def main() -> None:
     try:  # resume=<run folder>: the overrides that run was started with, in its own folder
         sys.argv[1:] = resume_overrides(sys.argv[1:])
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if message := missing_extra(sys.argv[1:]):
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     run_job()
 

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from analysis.contracts import ChecksSetup, ReportsRunInfo, missing_capabilities
 from experiments import lifecycle
 from experiments.loggers import build_loggers, finish_wandb, log_config
+from experiments.search import pruning_callback
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,9 @@ def run(cfg: DictConfig) -> float | None:
         name: build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
     }
     callbacks = list(named.values())
+    pruning = pruning_callback(cfg)  # a trial of hparams_search: report each epoch, stop when pruned
+    if pruning is not None:
+        callbacks.append(pruning)
     problems = [p for name, cb in named.items() for p in missing_capabilities(name, cb, model, datamodule)]
     if problems:  # a callback this model or data cannot serve: say so now, not after training
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
@@ -154,7 +158,10 @@ def run(cfg: DictConfig) -> float | None:
         finally:
             lifecycle.STATE.fitting = False
         metrics.update(collect_metrics(trainer))
-    if cfg.test:
+    pruned = pruning is not None and pruning.pruned is not None
+    if pruned and trainer.is_global_zero:
+        pruning.tell_pruned()  # the study learns it here; the sweeper leaves this trial alone
+    if cfg.test and not pruned:
         ckpt = cfg.get("test_ckpt") if cfg.train else None
         if ckpt is not None and getattr(trainer, "checkpoint_callback", None) is None:
             ckpt = None  # no checkpoints written (callbacks=none, fast_dev_run): test what is in memory
@@ -170,7 +177,7 @@ def run(cfg: DictConfig) -> float | None:
     best = getattr(trainer, "checkpoint_callback", None)
     result = {
         "task": cfg.task_name,
-        "status": "ok",
+        "status": "pruned" if pruned else "ok",
         "metrics": metrics,
         "optimized_metric": cfg.optimized_metric,
         "best_checkpoint": getattr(best, "best_model_path", None) or None,

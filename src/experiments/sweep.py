@@ -57,7 +57,9 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     for r in rows:
         cells = [_fmt(r.get(c)) for c in shown]
         lines.append("| " + " | ".join(cells) + " |")
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    search = sweep_dir / "search.md"  # an Optuna search's best parameters and trial states, first
+    head = search.read_text() + "\n## Jobs\n\n" if search.is_file() else ""
+    (sweep_dir / "summary.md").write_text(head + "\n".join(lines) + "\n")
     return rows
 
 
@@ -78,7 +80,7 @@ class SweepSummary(Callback):
         if not rows:
             return
         print(f"sweep summary of {len(rows)} jobs: {sweep_dir / 'summary.md'}")
-        failed = [r for r in rows if r["status"] != "ok"]
+        failed = [r for r in rows if r["status"] not in ("ok", "pruned")]  # a pruned trial ended as asked
         if failed:  # every job ran; the sweep as a whole did not succeed
             where = ", ".join(str(sweep_dir / r["job"] / "FAILED") for r in failed)
             print(f"error: {len(failed)} of {len(rows)} jobs failed: {where}", file=sys.stderr, flush=True)

@@ -1,0 +1,67 @@
+"""A trial's side of the Optuna search (the sweeper: hydra_plugins/experiments_search/optuna_sweeper.py):
+report the monitored validation metric every epoch, stop when the pruner says so."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from hydra_plugins.experiments_search.optuna_sweeper import _optuna, journal_storage
+
+log = logging.getLogger(__name__)
+
+
+class OptunaPruning(Callback):
+    """In a trial's job: reports the monitored validation metric to the study every epoch and
+    stops training when the pruner says the trial is unpromising; the job then tells the study the
+    trial was pruned and skips its test pass (the run loop reads `pruned`)."""
+
+    def __init__(self, journal: str, study: str, trial: int, monitor: str, pruner=None):
+        if not monitor:
+            raise ValueError("hparams_search prunes on the task's `monitor`, which this task does not set")
+        self.journal, self.study_name, self.number, self.monitor = journal, study, int(trial), monitor
+        self.pruner = pruner  # the sweep's pruner (a study loaded from storage would get Optuna's default)
+        self.pruned: int | None = None  # the epoch it was pruned at
+
+    def _trial(self):
+        optuna = _optuna()
+        study = optuna.load_study(
+            study_name=self.study_name, storage=journal_storage(Path(self.journal)), pruner=self.pruner
+        )
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
+        return study, optuna.trial.Trial(study, trial_id)
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        prune = False
+        if trainer.is_global_zero:
+            _, trial = self._trial()
+            trial.report(float(trainer.callback_metrics[self.monitor]), step=trainer.current_epoch)
+            prune = trial.should_prune()
+        if trainer.strategy.broadcast(prune):  # every rank stops together
+            self.pruned = trainer.current_epoch
+            trainer.should_stop = True
+            log.info("trial %d pruned after epoch %d (%s)", self.number, trainer.current_epoch, self.monitor)
+
+    def tell_pruned(self) -> None:
+        optuna = _optuna()
+        study, _ = self._trial()
+        study.tell(self.number, state=optuna.trial.TrialState.PRUNED)
+
+
+def pruning_callback(cfg: DictConfig) -> OptunaPruning | None:
+    """The pruning callback of a trial's job (`+search.*` set by the sweeper), else None."""
+    search = cfg.get("search")
+    if not search:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    pruner = None
+    if HydraConfig.initialized() and HydraConfig.get().sweeper.get("pruner"):
+        pruner = instantiate(HydraConfig.get().sweeper.pruner)  # the same pruner the sweeper's study has
+    return OptunaPruning(**OmegaConf.to_container(search), monitor=cfg.get("monitor"), pruner=pruner)

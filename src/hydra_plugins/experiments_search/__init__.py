@@ -1,0 +1,1 @@
+"""experiments' Hydra plugins: the Optuna sweeper (hydra/sweeper=optuna_journal)."""
