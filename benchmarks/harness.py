@@ -170,6 +170,22 @@ def time_framework(args, output_dir: Path, *overrides: str, stage: str = "train"
     )
 
 
+def training_overrides(args, device) -> list[str]:
+    """A framework run that trains warm-up + timed steps in one epoch of synthetic data, nothing else
+    (no validation, no test pass): the keys every training benchmark sets."""
+    total = args.warmup + args.steps * args.repeats
+    return [
+        "data.synthetic=true",
+        f"data.synthetic_size={(total * args.batch_size * 5) // 4 + args.batch_size}",  # a fifth is held out for val
+        f"data.batch_size={args.batch_size}",
+        f"trainer.max_steps={total}",
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=0",
+        accelerator(device),
+        "test=false",
+    ]
+
+
 def conclude(title: str, args, framework_windows: list[float], contenders: dict, items: int, settings: dict, device):
     """The report with the framework first: `items` per timed window for every contender."""
     contenders = {"framework": rate(framework_windows, items), **contenders}

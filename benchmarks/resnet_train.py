@@ -31,7 +31,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from harness import accelerator, arguments, bf16, rate, report, run_framework, sync, time_framework, timed_windows
+from harness import (
+    accelerator,
+    arguments,
+    bf16,
+    rate,
+    report,
+    run_framework,
+    sync,
+    time_framework,
+    timed_windows,
+    training_overrides,
+)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -75,16 +86,7 @@ def main() -> None:
 
     amp, channels_last = bf16(device), device.type == "cuda"
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    task = (
-        "task=resnet",
-        "data.synthetic=true",
-        f"model.arch={args.arch}",
-        "model.weights=null",
-        f"data.image_size={args.image_size}",
-        accelerator(device),
-        "trainer.limit_val_batches=0",
-        "test=false",
-    )
+    task = ("task=resnet", f"model.arch={args.arch}", "model.weights=null", f"data.image_size={args.image_size}")
     g = torch.Generator().manual_seed(0)
     n_seed = (args.warmup + args.steps * args.repeats) * 32
     images = torch.randint(0, 256, (n_seed, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -134,17 +136,13 @@ def main() -> None:
         contenders = {"bound": rate(timing(bound_step), args.steps * args.batch_size)}
 
         contenders["seed"] = rate(timing(seed_stepper(False)), args.steps * 32)
-        total = args.warmup + args.steps * args.repeats
         with tempfile.TemporaryDirectory() as tmp:
             windows = time_framework(
                 args,
                 Path(tmp),
                 *task,
                 "finetune=full",
-                f"data.batch_size={args.batch_size}",
-                f"data.synthetic_size={(total * args.batch_size * 5) // 4 + args.batch_size}",  # a fifth is val
-                f"trainer.max_steps={total}",
-                "trainer.max_epochs=1",
+                *training_overrides(args, device),
             )
         contenders = {"framework": rate(windows, args.steps * args.batch_size), **contenders}
         results["full"] = report(
@@ -184,6 +182,10 @@ def main() -> None:
                     Path(tmp) / str(i),
                     *task,
                     "finetune=head",
+                    "data.synthetic=true",
+                    accelerator(device),
+                    "trainer.limit_val_batches=0",
+                    "test=false",
                     f"data.batch_size={args.batch_size}",
                     f"data.eval_batch_size={args.batch_size}",
                     f"data.synthetic_size={(n * 5) // 4}",  # n train images once a fifth is held out

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from harness import accelerator, arguments, compose, conclude, rate, time_framework, timed_windows
+from harness import arguments, compose, conclude, rate, time_framework, timed_windows, training_overrides
 
 
 def main() -> None:
@@ -76,14 +76,7 @@ def main() -> None:
             args,
             Path(tmp),
             "task=vae",
-            "data.synthetic=true",
-            f"data.synthetic_size={(n * 5) // 4 + args.batch_size}",  # a fifth is held out for val
-            f"data.batch_size={args.batch_size}",
-            f"trainer.max_steps={total}",
-            "trainer.max_epochs=1",
-            "trainer.limit_val_batches=0",
-            accelerator(device),
-            "test=false",
+            *training_overrides(args, device),
             "callbacks.vae_figures=null",
         )
     conclude("vae training steps (images/s)", args, windows, contenders, items, settings, device)

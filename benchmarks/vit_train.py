@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from harness import accelerator, arguments, bf16, compose, conclude, rate, time_framework, timed_windows
+from harness import arguments, bf16, compose, conclude, rate, time_framework, timed_windows, training_overrides
 
 
 def main() -> None:
@@ -82,14 +82,8 @@ def main() -> None:
         windows = time_framework(
             args,
             Path(tmp),
-            *preset,
-            f"data.synthetic_size={n}",
-            f"data.batch_size={args.batch_size}",
-            f"trainer.max_steps={total}",
-            "trainer.max_epochs=1",
-            accelerator(device),
-            "trainer.limit_val_batches=0",
-            "test=false",
+            preset[0],
+            *training_overrides(args, device),
         )
     conclude("vit training steps (images/s)", args, windows, contenders, items, settings, device)
 
