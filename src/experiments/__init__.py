@@ -53,17 +53,20 @@ def shared_run_id(timeout_s: float = 300.0) -> str | None:
         )
         key = "experiments/run_id/" + env.get("TORCHELASTIC_RUN_ID", "")
         return store.compare_set(key, "", new_run_id()).decode()  # the first rank's id, for every rank
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env and "SLURM_PROCID" in env:
+    if srun_tasks() and "SLURM_JOB_ID" in env:
         parts = [env["SLURM_JOB_ID"], env.get("SLURM_ARRAY_TASK_ID"), env.get("SLURM_STEP_ID")]
         return "slurm_" + "_".join(p for p in parts if p)
     return None
 
 
+def srun_tasks() -> bool:
+    """Whether this process is one of several tasks of a SLURM step (srun), each with its rank."""
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+
+
 def rank_suffix() -> str:
     """`_rank<N>` for the log file of a rank other than 0 of a torchrun/srun launch, else ''."""
-    rank = os.environ.get("RANK") or (
-        os.environ.get("SLURM_PROCID") if int(os.environ.get("SLURM_NTASKS", "1")) > 1 else None
-    )
+    rank = os.environ.get("RANK") or (os.environ.get("SLURM_PROCID") if srun_tasks() else None)
     return f"_rank{rank}" if rank and rank != "0" else ""
 
 

@@ -25,14 +25,17 @@ class OptunaPruning(Callback):
         self.journal, self.study_name, self.number, self.monitor = journal, study, int(trial), monitor
         self.pruner = pruner  # the sweep's pruner (a study loaded from storage would get Optuna's default)
         self.pruned: int | None = None  # the epoch it was pruned at
+        self._study_and_trial = None  # loaded once, on the first report
 
     def _trial(self):
-        optuna = _optuna()
-        study = optuna.load_study(
-            study_name=self.study_name, storage=journal_storage(Path(self.journal)), pruner=self.pruner
-        )
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
-        return study, optuna.trial.Trial(study, trial_id)
+        if self._study_and_trial is None:
+            optuna = _optuna()
+            study = optuna.load_study(
+                study_name=self.study_name, storage=journal_storage(Path(self.journal)), pruner=self.pruner
+            )
+            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
+            self._study_and_trial = study, optuna.trial.Trial(study, trial_id)
+        return self._study_and_trial
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:

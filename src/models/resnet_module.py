@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from . import resnet as R
+from .frozen import FrozenStayInEval
 from .inference import bf16_on_gpu
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 FINETUNE_MODES = ("head", "last_stage", "full", "scratch")
 
 
-class ResNetClassifier(pl.LightningModule):
+class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
     """A torchvision ResNet with a new `num_classes` head.
 
     finetune: `head` (only fc trains), `last_stage` (layer4 + fc), `full` (everything), `scratch`
@@ -110,7 +111,7 @@ class ResNetClassifier(pl.LightningModule):
         trainable = {"head": ("fc",), "last_stage": ("layer4", "fc")}.get(finetune)
         for name, p in self.net.named_parameters():
             p.requires_grad = trainable is None or name.split(".")[0] in trainable
-        self.frozen_bn = (
+        self.frozen_modules = (  # frozen BatchNorms keep their running statistics
             [
                 m
                 for m in self.net.modules()
@@ -119,18 +120,6 @@ class ResNetClassifier(pl.LightningModule):
             if self.hparams.freeze_bn
             else []
         )
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for bn in getattr(self, "frozen_bn", []):
-            bn.eval()  # frozen layers keep their running statistics
-        return self
-
-    def on_train_epoch_start(self):
-        # Lightning restores each module's mode around validation rather than calling train():
-        # re-assert the frozen BatchNorms every epoch.
-        for bn in self.frozen_bn:
-            bn.eval()
 
     # -- forward ------------------------------------------------------------------------------
     def _channels_last(self) -> bool:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .frozen import FrozenStayInEval
 from .hub import hub_offline
 from .inference import bf16_on_gpu
 
@@ -147,7 +148,7 @@ def resolve_labels(entries: Sequence[str | int], id2label: Mapping[int, str], ke
     return out
 
 
-class ViTClassifier(pl.LightningModule):
+class ViTClassifier(FrozenStayInEval, pl.LightningModule):
     """A ViT classifier, trained on a labelled data set first when `finetune` is set, then
     evaluated on its test split.
 
@@ -227,16 +228,6 @@ class ViTClassifier(pl.LightningModule):
             for p in module.parameters():
                 p.requires_grad = False
         return frozen
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for module in getattr(self, "frozen_modules", []):
-            module.eval()  # frozen parts: no dropout, the function they were trained to be
-        return self
-
-    def on_train_epoch_start(self):
-        for module in self.frozen_modules:  # Lightning restores modes around validation, not via train()
-            module.eval()
 
     def set_classes(self, classes: Sequence[str]) -> None:
         """A new head for these classes (what every finetune mode trains): the model's labels become
@@ -373,7 +364,7 @@ class ViTClassifier(pl.LightningModule):
         with bf16_on_gpu(self.device), self.eager_attention():
             out = self(x, output_attentions=True, output_hidden_states=True)
         if not out.attentions or out.attentions[0] is None:
-            raise RuntimeError("the model returned no attentions: it must be loaded with attn_implementation='eager'")
+            raise RuntimeError("the model returned no attentions: the pass must run inside eager_attention()")
         last = self.model.vit.layernorm(out.hidden_states[-1]).float()  # what the classifier head reads
         return {
             "logits": out.logits.float(),

@@ -91,7 +91,7 @@ class OptunaSweeper(Sweeper):
         if direction not in ("minimize", "maximize"):
             raise ValueError(f"hydra.sweeper.direction must be minimize or maximize, got {direction!r}")
         self.n_trials, self.n_jobs, self.direction, self.study_name = n_trials, n_jobs, direction, study_name
-        self.sampler_conf, self.pruner_conf = sampler, pruner
+        self.sampler, self.pruner = sampler, pruner  # built by Hydra from their _target_ (null: TPE, no pruning)
         self.space = {k: distribution(k, dict(v)) for k, v in (params or {}).items()}
         if not self.space:
             raise ValueError("hydra.sweeper.params is empty: give the search space (see conf/hparams_search/)")
@@ -105,21 +105,13 @@ class OptunaSweeper(Sweeper):
         )
 
     def _study(self, sweep_dir: Path):
-        from hydra.utils import instantiate
-
         optuna = _optuna()
-
-        def made(conf):  # Hydra instantiates nested _target_ nodes itself; a plain dict is made here
-            return instantiate(conf) if isinstance(conf, (dict, DictConfig)) else conf
-
-        sampler = made(self.sampler_conf) if self.sampler_conf else None
-        pruner = made(self.pruner_conf) if self.pruner_conf else optuna.pruners.NopPruner()
         return optuna.create_study(
             study_name=self.study_name,
             storage=journal_storage(sweep_dir / JOURNAL),
             direction=self.direction,
-            sampler=sampler,
-            pruner=pruner,
+            sampler=self.sampler,
+            pruner=self.pruner or optuna.pruners.NopPruner(),
             load_if_exists=True,
         )
 
@@ -149,8 +141,9 @@ class OptunaSweeper(Sweeper):
                 for t in trials
             ]
             results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+            told = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
             for t, r in zip(trials, results, strict=True):
-                if study.get_trials(deepcopy=False)[t.number].state.is_finished():
+                if t.number in told:
                     continue  # the job told the study itself (pruned)
                 value = getattr(r, "_return_value", None)
                 ok = r.status.name == "COMPLETED" and isinstance(value, (int, float)) and math.isfinite(value)
