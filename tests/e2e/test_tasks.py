@@ -277,6 +277,34 @@ def test_same_modality_control_trains_two_image_towers_and_measures_their_gap(ru
     assert any(k.startswith("partner_tower.") for k in state) and not any(k.startswith("model.transformer.") for k in state)
 
 
+def test_clip_trains_on_a_users_class_folders(tmp_path, run_experiment):
+    from PIL import Image
+
+    for name, colour in {"apple": (220, 0, 0), "leaf": (0, 200, 0), "sky": (0, 0, 230)}.items():
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (30, 30 + i), colour).save(tmp_path / "photos" / name / f"{i}.png")
+    code, run = run_experiment(
+        "task=clip",
+        "train=true",
+        "data=images",
+        f"data.root={tmp_path / 'photos'}",
+        "data.class_folders=true",
+        "data.image_size=28",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "callbacks.clip_analyses.projections=[pca]",
+        "callbacks.clip_analyses.tsne_pairs=8",
+        "logger=csv",
+        *(f"model.scratch.{k}={v}" for k, v in CLIP_TINY_SCRATCH.items()),
+    )
+    result = finished(code, run)
+    assert result["global_step"] == 4  # 36 images: 7 test, 4 val, 25 train in batches of 8
+    table = (run / "tables" / "zeroshot_by_template_set.csv").read_text()
+    assert "apple,leaf,sky" in table.splitlines()[0] and "train_templates,8,1.0" in table
+    assert math.isfinite(result["metrics"]["gap/norm"]) and list((run / "open_clip").glob("*.pt"))
+
+
 def torch_load(path):
     import torch
 
