@@ -535,6 +535,20 @@ def test_vit_scratch_preset_learns_fashion_mnist_in_one_epoch(run_experiment):
     assert m["test/acc"] > 0.7 and m["masking/most_attended_first/accuracy_auc"] < m["masking/random/accuracy_auc"]
 
 
+@pytest.mark.slow
+def test_clip_scratch_preset_learns_zero_shot_fashion_mnist_in_one_epoch(run_experiment):
+    """The real data set (/usr/share/datasets/fashion-mnist): one epoch of the preset, a few minutes."""
+    code, run = run_experiment(
+        "experiment=clip_scratch_fashion_mnist",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "callbacks.clip_analyses.projections=[pca]",
+    )
+    m = finished(code, run)["metrics"]
+    assert m["zeroshot/heldout/top1"] > 0.5 and m["init/zeroshot/heldout/top1"] < 0.2  # chance: 0.1
+    assert m["gap/norm"] < m["init/gap/norm"]
+
+
 BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit codes: test_cli.py
     "latent_dim 0": (["model.latent_dim=0"], "model.latent_dim"),
     "negative batch size": (["data.batch_size=-8"], "data.batch_size"),
