@@ -88,7 +88,9 @@ def main() -> None:
         position[0] += args.batch_size
         x = images[i : i + args.batch_size].float().div(255).expand(-1, 3, -1, -1)
         which = torch.randint(len(templates), (args.batch_size,))
-        captions = [templates[t].format(classes[c]) for c, t in zip(labels[i : i + args.batch_size], which, strict=True)]
+        captions = [
+            templates[t].format(classes[c]) for c, t in zip(labels[i : i + args.batch_size], which, strict=True)
+        ]
         train_step(model, optimizer, (x - mean) / std, tokenizer(captions).to(device))
 
     items = args.steps * args.batch_size

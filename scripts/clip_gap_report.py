@@ -113,7 +113,9 @@ def control_figure(clip: dict, control: dict, model: str) -> plt.Figure:
     for ax, label, key in zip(axes, labels, keys, strict=True):
         values = [clip[f"init/gap/{key}"], clip[f"gap/{key}"], control[f"init/gap/{key}"], control[f"gap/{key}"]]
         bars = ax.bar(range(4), values, color=["#bbb", "#1f77b4", "#ddd", "#ff7f0e"])
-        ax.set_xticks(range(4), ["image-text\ninit", "image-text\ntrained", "image-image\ninit", "image-image\ntrained"])
+        ax.set_xticks(
+            range(4), ["image-text\ninit", "image-text\ntrained", "image-image\ninit", "image-image\ntrained"]
+        )
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
         ax.set_title(label)
     fig.suptitle(

@@ -96,9 +96,7 @@ class ClipAnalyses(Callback):
             preds_by_set[set_name] = scores.argmax(1)
             per_class = C.per_class_accuracy(preds_by_set[set_name], labels, len(names))
             seen = sum(t in self.train_templates for t in templates) / len(templates)
-            rows.append(
-                [set_name, len(templates), seen, m["top1"], m["top5"], m["balanced_acc"], *per_class.tolist()]
-            )
+            rows.append([set_name, len(templates), seen, m["top1"], m["top5"], m["balanced_acc"], *per_class.tolist()])
             numbers.update({f"{prefix}/{set_name}/{k}": v for k, v in m.items()})
         numbers[f"{prefix}/best_top1"] = max(r[3] for r in rows)
         return numbers, rows, classes_by_set, preds_by_set

@@ -114,7 +114,9 @@ class ImagesDataModule(InMemoryDataModule):
         if class_folders and not root and not synthetic:
             raise FileNotFoundError("data.class_folders=true needs data.root=DIR holding one folder per class")
         if class_folders and paths:
-            raise ValueError("data.class_folders=true labels the files below data.root by folder: leave data.paths empty")
+            raise ValueError(
+                "data.class_folders=true labels the files below data.root by folder: leave data.paths empty"
+            )
         for key, value in (("val_size", val_size), ("test_size", test_size)):
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"data.{key} must be a count or a fraction >= 0, got {value!r}")
@@ -191,7 +193,9 @@ class ImagesDataModule(InMemoryDataModule):
                 raise FileNotFoundError(f"no readable image in the class folders of data.root={self.root}")
             split = Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long))
         n = len(split)
-        sizes = [int(round(s * n)) if isinstance(s, float) and s < 1 else int(s) for s in (self.test_size, self.val_size)]
+        sizes = [
+            int(round(s * n)) if isinstance(s, float) and s < 1 else int(s) for s in (self.test_size, self.val_size)
+        ]
         if sizes[0] < 1 or sum(sizes) >= n:
             raise ValueError(
                 f"data.test_size={self.test_size} and data.val_size={self.val_size} leave no test or no training "

@@ -211,7 +211,9 @@ class ClipModule(pl.LightningModule):
             self.model_name, self.open_clip_config = name, config
         else:
             if not name:
-                raise ValueError("model.name is not set: give an open_clip architecture, or train from nothing with finetune=scratch")
+                raise ValueError(
+                    "model.name is not set: give an open_clip architecture, or train from nothing with finetune=scratch"
+                )
             self.model, self.tokenizer = load_clip(name, pretrained, model_config)
             self.model_name = name
             import open_clip
@@ -224,7 +226,9 @@ class ClipModule(pl.LightningModule):
             from open_clip.model import _build_vision_tower
 
             self.model.transformer = None  # the text tower is not used; a second image tower takes its place
-            self.partner_tower = _build_vision_tower(self.open_clip_config["embed_dim"], self.open_clip_config["vision_cfg"])
+            self.partner_tower = _build_vision_tower(
+                self.open_clip_config["embed_dim"], self.open_clip_config["vision_cfg"]
+            )
         trains = finetune is not None
         for p in self.parameters():
             p.requires_grad = trains
@@ -275,7 +279,8 @@ class ClipModule(pl.LightningModule):
         if not classes or not getattr(datamodule, "labelled", True):
             raise ValueError(
                 f"finetune={self.finetune} trains on captions made from class names: choose a labelled data set "
-                "(data=fashion_mnist | cifar10 | stl10, data=images with data.class_folders=true, or data.synthetic=true)"
+                "(data=fashion_mnist | cifar10 | stl10, data=images with data.class_folders=true, "
+                "or data.synthetic=true)"
             )
         self.classes = classes
         if self.partner == "text":
@@ -405,7 +410,9 @@ class ClipModule(pl.LightningModule):
         if self.finetune is None:
             return None  # zero-shot: nothing trains
         if self.optimizer_factory is None:  # the optimizer and its defaults live in conf/model/clip.yaml only
-            raise ValueError("model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/clip.yaml")
+            raise ValueError(
+                "model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/clip.yaml"
+            )
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if p.requires_grad:  # as open_clip's training: no weight decay on gains, biases and the logit scale

@@ -219,7 +219,7 @@ CLIP_TINY_TRAINING = (  # the preset, shrunk: 2 epochs of 4 steps on synthetic F
 
 
 def test_clip_trains_and_the_saved_model_loads_back_with_the_same_zero_shot_accuracy(run_experiment):
-    code, run = run_experiment(*CLIP_TINY_TRAINING)
+    code, run = run_experiment(*CLIP_TINY_TRAINING, "logger=wandb")
     result = finished(code, run)
     m = result["metrics"]
     assert result["epochs"] == 2 and result["global_step"] == 8
@@ -246,6 +246,9 @@ def test_clip_trains_and_the_saved_model_loads_back_with_the_same_zero_shot_accu
         ["heldout", "6", "0.0"],
         ["heldout_bare", "1", "0.0"],
     ]
+    (wandb_dir,) = run.glob("wandb/offline-run-*")
+    history = read_run(wandb_dir)["summary"]
+    assert history["init/gap/norm"] == pytest.approx(m["init/gap/norm"]) and "val/gap_norm" in history
 
     # the best checkpoint, written as open_clip loads it, back through model.pretrained=<file>: the same numbers
     (config,) = (run / "open_clip").glob("*.json")
@@ -274,7 +277,9 @@ def test_same_modality_control_trains_two_image_towers_and_measures_their_gap(ru
         assert 0 <= m[f"{prefix}/modality_separability"] <= 1
     assert "val/gap_norm" in m and not any(k.startswith("zeroshot/") for k in m)
     state = torch_load(result["best_checkpoint"])["state_dict"]
-    assert any(k.startswith("partner_tower.") for k in state) and not any(k.startswith("model.transformer.") for k in state)
+    assert any(k.startswith("partner_tower.") for k in state) and not any(
+        k.startswith("model.transformer.") for k in state
+    )
 
 
 def test_clip_trains_on_a_users_class_folders(tmp_path, run_experiment):
