@@ -8,7 +8,8 @@ no-decay groups, open_clip's ClipLoss at the learned temperature, the same batch
 synthetic FashionMNIST-shaped data (uint8, 1x28x28, 10 classes) with captions from the preset's 8
 train templates:
 - framework: `python -m experiments experiment=clip_scratch_fashion_mnist data.synthetic=true` as a
-  user runs it (no validation, no test pass, no logger), timed by a callback between training steps
+  user runs it (no validation, no test pass, no logger, no measurement of the untrained model),
+  timed by a callback between training steps
 - seed: a plain loop over the same uint8 tensor on the device: index a batch, scale, repeat the
   grey channel, normalise, draw a template per image, tokenise its caption (open_clip's tokenizer,
   per batch, as a plain loop over captions would), encode both towers, loss, backward, step,
@@ -106,9 +107,15 @@ def main() -> None:
         ),
         items,
     )
-    assert math.isfinite(float(model.logit_scale))
+    assert math.isfinite(float(model.logit_scale.detach()))
     with tempfile.TemporaryDirectory() as tmp:
-        windows = time_framework(args, Path(tmp), preset[0], *training_overrides(args, device))
+        windows = time_framework(
+            args,
+            Path(tmp),
+            preset[0],
+            *training_overrides(args, device),
+            "callbacks.clip_analyses.at_init=false",  # the untrained model's numbers: not a training step
+        )
     conclude("clip training steps (images/s)", args, windows, contenders, items, settings, device)
 
 
