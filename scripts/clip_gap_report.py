@@ -6,8 +6,9 @@ et al. 2022 report, and the same-modality control.
         [--out docs/clip_fashion_mnist] [--machine "..."]
 
 RUN: a run folder of `experiment=clip_scratch_fashion_mnist` (and of
-`experiment=clip_same_modality_fashion_mnist` for --control); SWEEP_FOLDER: the multirun folder of
-`-m experiment=clip_scratch_fashion_mnist model.learn_temperature=false model.temperature=...`.
+`experiment=clip_same_modality_fashion_mnist` for --control); SWEEP_FOLDER: the multirun folder(s) of
+`-m experiment=clip_scratch_fashion_mnist model.learn_temperature=false model.temperature=...`
+(every job with a metrics.json counts).
 Every number it writes is read from those runs' metrics.json, config.yaml and csv/metrics.csv.
 """
 
@@ -127,17 +128,15 @@ def control_figure(clip: dict, control: dict, model: str) -> plt.Figure:
     return fig
 
 
-def gap_by_epoch_figure(runs: dict[str, dict]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for label, run in runs.items():
-        init = run["result"]["metrics"].get("init/gap/norm")
-        gaps = [e["val/gap_norm"] for e in run["val_by_epoch"]]
+def gap_by_epoch_figure(curves: dict[str, tuple[float, list[float]]], model: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, (init, gaps) in curves.items():
         ax.plot(range(len(gaps) + 1), [init, *gaps], "o-", label=label)
     ax.set_xlabel("epoch (0: initialisation, test split; then validation split)")
     ax.set_ylabel("gap norm")
     ax.set_ylim(0, 2)
     ax.legend(fontsize=7)
-    ax.set_title("the gap during training (FashionMNIST)", fontsize=9)
+    ax.set_title(f"the gap during training: {model}, FashionMNIST", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -145,7 +144,8 @@ def gap_by_epoch_figure(runs: dict[str, dict]) -> plt.Figure:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", type=Path, required=True)
-    p.add_argument("--sweep", type=Path, required=True)
+    p.add_argument("--sweep", type=Path, nargs="+", required=True, help="multirun folder(s) of the sweep")
+    p.add_argument("--sweep-command", default=None, help="the command(s) that made the sweep, as recorded")
     p.add_argument("--control", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("docs/clip_fashion_mnist"))
     p.add_argument("--machine", default="this project's CPU machine (2 cores, 24 GiB, no GPU), shared with other work")
@@ -170,7 +170,8 @@ def main() -> None:
         },
     }
     rows = []
-    for job in sorted((d for d in args.sweep.iterdir() if (d / "metrics.json").is_file()), key=lambda d: d.name):
+    jobs = [d for folder in args.sweep for d in folder.iterdir() if (d / "metrics.json").is_file()]
+    for job in jobs:
         run = read_run(job)
         jm = run["result"]["metrics"]
         rows.append(
@@ -189,7 +190,8 @@ def main() -> None:
         )
     rows.sort(key=lambda r: r["temperature"])
     report["temperature_sweep"] = {
-        "command": "python -m experiments -m experiment=clip_scratch_fashion_mnist model.learn_temperature=false "
+        "command": args.sweep_command
+        or "python -m experiments -m experiment=clip_scratch_fashion_mnist model.learn_temperature=false "
         "model.temperature=0.01,0.03,0.1,0.3,1.0 logger=csv callbacks.clip_analyses.projections=[pca]",
         "runs": rows,
     }
@@ -210,9 +212,16 @@ def main() -> None:
             shutil.copy(args.preset / "figures" / name, args.out / name)
     sweep_figure(rows, model).savefig(args.out / "temperature_sweep.png", dpi=110, bbox_inches="tight")
     control_figure(m, cm, model).savefig(args.out / "same_modality_control.png", dpi=110, bbox_inches="tight")
-    by_epoch = {"CLIP, learned temperature (preset)": preset, "same-modality control": control}
-    by_epoch.update({f"CLIP, fixed temperature {r['temperature']:g}": read_run(j) for r, j in []})
-    gap_by_epoch_figure(by_epoch).savefig(args.out / "gap_by_epoch.png", dpi=110, bbox_inches="tight")
+
+    def curve(run):
+        return run["result"]["metrics"]["init/gap/norm"], [e["val/gap_norm"] for e in run["val_by_epoch"]]
+
+    by_epoch = {"image-text, learned temperature (preset)": curve(preset)}
+    by_epoch.update(
+        {f"image-text, fixed temperature {r['temperature']:g}": (r["gap_init"], r["gap_by_epoch"]) for r in rows}
+    )
+    by_epoch["image-image (same-modality control)"] = curve(control)
+    gap_by_epoch_figure(by_epoch, model).savefig(args.out / "gap_by_epoch.png", dpi=110, bbox_inches="tight")
     print(json.dumps({k: v for k, v in report.items() if k != "liang_2022_reported"}, indent=1)[:4000])
 
 
