@@ -110,7 +110,7 @@ def sweep_figure(rows: list[dict], model: str) -> plt.Figure:
 def control_figure(clip: dict, control: dict, model: str) -> plt.Figure:
     labels = ["gap norm", "pair cosine", "separability"]
     keys = ["norm", "pair_cosine", "modality_separability"]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, label, key in zip(axes, labels, keys, strict=True):
         values = [clip[f"init/gap/{key}"], clip[f"gap/{key}"], control[f"init/gap/{key}"], control[f"gap/{key}"]]
         bars = ax.bar(range(4), values, color=["#bbb", "#1f77b4", "#ddd", "#ff7f0e"])
@@ -132,6 +132,7 @@ def gap_by_epoch_figure(curves: dict[str, tuple[float, list[float]]], model: str
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, (init, gaps) in curves.items():
         ax.plot(range(len(gaps) + 1), [init, *gaps], "o-", label=label)
+        ax.set_xticks(range(len(gaps) + 1))
     ax.set_xlabel("epoch (0: initialisation, test split; then validation split)")
     ax.set_ylabel("gap norm")
     ax.set_ylim(0, 2)
