@@ -79,10 +79,14 @@ def read_table(folder: Path, name: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def sweep_figure(rows: list[dict], model: str) -> plt.Figure:
+def sweep_figure(rows: list[dict], model: str, learned: tuple[float, dict]) -> plt.Figure:
+    """Gap, zero-shot accuracy and separability against the fixed temperature; `learned`: the
+    preset's (final temperature, metrics) with the temperature learned from 0.07."""
     t = [r["temperature"] for r in rows]
+    final, lm = learned
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     ax.plot(t, [r["gap_after"] for r in rows], "o-", label="after training (this sweep)")
+    ax.plot([final], [lm["gap/norm"]], "D", color="green", label=f"learned temperature (preset, ends at {final:.3f})")
     ax.plot(t, [r["gap_init"] for r in rows], "s--", color="grey", label="at initialisation (this sweep)")
     ref = LIANG_2022["scratch_tau_0.01"]
     ax.plot([0.01], [ref["gap_after"]], "r*", ms=12, label="Liang et al.: from scratch, MSCOCO, after")
@@ -96,6 +100,7 @@ def sweep_figure(rows: list[dict], model: str) -> plt.Figure:
     ax.set_title("modality gap vs temperature")
     ax2.plot(t, [r["zeroshot_heldout_top1"] for r in rows], "o-", label="zero-shot top-1, held-out templates")
     ax2.plot(t, [r["modality_separability"] for r in rows], "s-", label="modality separability (linear, 5-fold)")
+    ax2.plot([final], [lm["zeroshot/heldout/top1"]], "D", color="green", label="learned temperature (preset)")
     ax2.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance (10 classes)")
     ax2.set_xscale("log")
     ax2.set_xlabel("fixed loss temperature")
@@ -211,7 +216,8 @@ def main() -> None:
     for name in ("gap_shift.png", "zeroshot_confusion_matrix.png", "gap_pairs_tsne.png"):
         if (args.preset / "figures" / name).is_file():
             shutil.copy(args.preset / "figures" / name, args.out / name)
-    sweep_figure(rows, model).savefig(args.out / "temperature_sweep.png", dpi=110, bbox_inches="tight")
+    learned = (preset["result"]["model_info"]["final_temperature"], m)
+    sweep_figure(rows, model, learned).savefig(args.out / "temperature_sweep.png", dpi=110, bbox_inches="tight")
     control_figure(m, cm, model).savefig(args.out / "same_modality_control.png", dpi=110, bbox_inches="tight")
 
     def curve(run):
