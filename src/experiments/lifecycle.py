@@ -44,6 +44,7 @@ class _State:
     signum: int | None = None  # the first signal received
     trainer = None  # the trainer while it fits
     fitting = False
+    testing = False  # in the test pass (training, if any, has ended)
     final_lines: list[str] = []  # what a successful run prints last
 
 
@@ -71,7 +72,7 @@ def _on_signal(signum, frame) -> None:
 def install_signal_handlers() -> dict:
     """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires).
     Returns the handlers they replace, for `restore_signal_handlers` once the run is over."""
-    STATE.signum, STATE.trainer, STATE.fitting, STATE.final_lines = None, None, False, []
+    STATE.signum, STATE.trainer, STATE.fitting, STATE.testing, STATE.final_lines = None, None, False, False, []
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -134,7 +135,7 @@ def failure_note(out: Path, signum: int | None, trainer) -> str:
     """The first line of FAILED for a killed run: what stopped it, where, and how to go on."""
     name = signal.Signals(signum).name if signum else "a signal"
     where = ""
-    if trainer is not None and trainer.testing:  # training (if any) had ended: say so, not "at epoch N"
+    if trainer is not None and STATE.testing:  # training (if any) had ended: say so, not "at epoch N"
         where = f" in the test pass (after step {trainer.global_step})"
     elif trainer is not None:
         where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"

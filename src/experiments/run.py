@@ -174,7 +174,10 @@ def starting_checkpoint(cfg: DictConfig, out: Path, model) -> tuple[str | None, 
             return None, {}
         path, note = checkpoints.resume_point(out)
     except checkpoints.CheckpointError as e:
-        raise ConfigError(str(e).replace(f"{explicit} ", f"ckpt_path={explicit}: ", 1) if explicit else str(e)) from e
+        message = str(e)
+        if explicit and message.startswith(f"{explicit} "):  # verify() names the file: say which key gave it
+            message = f"ckpt_path={explicit}:{message[len(str(explicit)) :]}"
+        raise ConfigError(message) from e
     if note:
         log.warning(note)
     if path is None:
@@ -245,8 +248,9 @@ def run(cfg: DictConfig) -> float | None:
     if pruned and trainer.is_global_zero:
         pruning.tell_pruned()  # the study learns it here; the sweeper leaves this trial alone
     if cfg.test and not pruned:
-        lifecycle.STATE.trainer = trainer
+        lifecycle.STATE.trainer, lifecycle.STATE.testing = trainer, True
         trainer.test(model, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer, start_from))
+        lifecycle.STATE.testing = False
         metrics.update(collect_metrics(trainer))
 
     run_info = model.run_info() if isinstance(model, ReportsRunInfo) else None  # e.g. what an ablation replaced

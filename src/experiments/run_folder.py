@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 # What a run *is*: changing any of these makes another experiment (the keys `resume=` refuses too).
@@ -76,8 +78,6 @@ class RunFolder:
                 f"{self.out} is in use by a running process (pid {holder}): wait for it to end, "
                 f"or start in a new folder"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
@@ -111,6 +111,9 @@ class RunFolder:
         written here (hydra.output_subdir is null) so that a refused launch cannot overwrite it."""
         from hydra.core.hydra_config import HydraConfig
 
+        if self._fd is not None:  # who holds the folder, for the message another launch gets
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
         (self.out / RECORD).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         if not HydraConfig.initialized():
             return
@@ -132,7 +135,7 @@ def override_root(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0].split(".")[0].split("@")[0]
 
 
-def claim_sweep_folder(sweep_dir: Path, overrides: list[str]) -> None:
+def claim_sweep_folder(sweep_dir: Path, overrides: list[str], jobs: list[list[str]] | None = None) -> None:
     """A sweep folder holds one sweep: a launch into a folder of a sweep with other identity
     overrides is refused (FolderTaken) before any job runs; the same sweep continues there."""
     record = sweep_dir / SWEEP_RECORD
@@ -148,4 +151,52 @@ def claim_sweep_folder(sweep_dir: Path, overrides: list[str]) -> None:
     if sweep_dir.is_dir() and any(sweep_dir.glob(f"*/{RECORD}")):  # a sweep from before this record existed
         raise FolderTaken(f"{sweep_dir} holds the jobs of an earlier sweep: start in a new folder")
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(yaml.safe_dump({"overrides": list(overrides), "identity": mine}))
+    record.write_text(yaml.safe_dump({"overrides": list(overrides), "identity": mine, "jobs": jobs or []}))
+
+
+def planned_jobs(config: DictConfig) -> list[list[str]]:
+    """The jobs a basic sweep will launch, each as its overrides ([] for another sweeper, whose
+    jobs are not known ahead, e.g. an Optuna search)."""
+    if not str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("BasicSweeper"):
+        return []
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its expansion of a, b, c values
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for batch in batches for job in batch]
+
+
+class LaunchChecks(Callback):
+    """Hydra callback: what is checked before Hydra writes anything for a launch. The run folder (or
+    sweep folder) can be made and written; a search is launched as a sweep; a sweep folder holds one
+    sweep (and records the jobs it will launch, so a killed sweep's summary lists those that never
+    started). Each refusal is one line and exit 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("OptunaSweeper"):
+            _refuse("hparams_search runs an Optuna search, which is a sweep: add -m (python -m experiments -m ...)")
+        _writable(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        _writable(sweep_dir)
+        try:
+            claim_sweep_folder(sweep_dir, list(config.hydra.overrides.task), planned_jobs(config))
+        except FolderTaken as e:
+            _refuse(str(e))
+
+
+def _writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        _refuse(f"paths.log_dir: cannot write the run folder {folder} ({e.strerror or e}): choose a writable folder")
+
+
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
