@@ -417,6 +417,16 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
         "ckpt_path=/nonexistent.ckpt does not exist",
     ),
     "max_epochs below -1": (["data.synthetic=true", "trainer.max_epochs=-2"], "trainer.max_epochs must be"),
+    "seed not a number": (["data.synthetic=true", "seed=abc"], "seed must be an integer, got 'abc'"),
+    "negative learning rate": (["data.synthetic=true", "model.optimizer.lr=-1"], "model.optimizer.lr must be"),
+    "learning rate not a number": (["data.synthetic=true", "model.optimizer.lr=abc"], "model.optimizer.lr must be"),
+    "test_ckpt unknown": (["data.synthetic=true", "test_ckpt=foo"], "test_ckpt must be best, last or null, got 'foo'"),
+    "val_size a fraction above 1": (["data.synthetic=true", "data.val_size=1.5"], "data.val_size=1.5: a fraction"),
+    "pca_dims 0": ([*RESNET_SMOKE, "callbacks.depth_features.pca_dims=0"], "callbacks.depth_features.pca_dims must be"),
+    "ckpt_path not a checkpoint": (
+        ["data.synthetic=true", "ckpt_path=RANDOM_BYTES"],
+        "ckpt_path=RANDOM_BYTES: is damaged or not a checkpoint",
+    ),
     "W&B online without a login": (
         ["data.synthetic=true", "logger=wandb", "logger.wandb.offline=false"],
         "logger.wandb.offline=false (or WANDB_MODE=online) but there is no W&B login",
@@ -488,7 +498,10 @@ def test_a_data_set_read_from_a_fallback_folder_says_which(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     debian = "/usr/share/datasets/fashion-mnist"
     FashionMNISTDataModule(root=str(tmp_path), fallback_roots=[debian], download=False).setup()
-    assert f"nothing under data.root={tmp_path}; read the idx files in {debian} (data.fallback_roots)" in caplog.text
+    (said,) = [r for r in caplog.records if "read the idx files in" in r.getMessage()]
+    assert said.levelname == "WARNING"  # on the terminal, not only in the log file
+    expected = f"nothing under data.root={tmp_path}; read the idx files in {debian} (data.fallback_roots)"
+    assert said.getMessage().endswith(expected)
 
 
 def test_lightning_trainer_flags_need_no_plus(compose_cfg):
