@@ -174,7 +174,8 @@ class LaunchChecks(Callback):
     started). Each refusal is one line and exit 2."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("OptunaSweeper"):
+        search = str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("OptunaSweeper")
+        if search and not config.get("search"):  # (one trial of a search, resumed alone, has `search`)
             _refuse("hparams_search runs an Optuna search, which is a sweep: add -m (python -m experiments -m ...)")
         _writable(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
 
