@@ -105,13 +105,14 @@ def test_a_running_folder_is_locked_until_its_process_ends_however_it_ends(tmp_p
 
 
 def test_a_moved_folder_with_a_damaged_last_ckpt_resumes_from_its_own_intact_checkpoint(
-    tmp_path, run_experiment, caplog
+    tmp_path, run_experiment, caplog, capsys
 ):
     """The folder is copied to a path with spaces and a non-ASCII letter, the original's best.ckpt is
     spoiled (the copy must not read it) and the copy's last.ckpt is cut in half (a full disk, a kill
     mid-copy): the copy resumes from its own best.ckpt, says so in one warning, and tests its own."""
-    code, run = run_experiment(*FIT, "trainer.max_epochs=2")
+    code, run = run_experiment(*FIT, "trainer.max_epochs=2", "logger=wandb")
     assert code == 0 and json.loads((run / "metrics.json").read_text())["best_checkpoint"] == "checkpoints/best.ckpt"
+    capsys.readouterr()
     copy = tmp_path / "elsewhere" / "copy of the run, é"
     shutil.copytree(run, copy)
     (run / "checkpoints" / "best.ckpt").write_bytes(b"not the weights")
@@ -123,6 +124,9 @@ def test_a_moved_folder_with_a_damaged_last_ckpt_resumes_from_its_own_intact_che
     assert len(warning) == 1 and "continuing from checkpoints/best.ckpt" in warning[0]
     result = json.loads((copy / "metrics.json").read_text())
     assert result["epochs"] == 3 and result["best_checkpoint"] == "checkpoints/best.ckpt"
+    sync = capsys.readouterr().out.strip().splitlines()[-1]  # a command that works as printed, spaces and all
+    assert sync == f"W&B run (offline): wandb sync '{copy}'/wandb/offline-run-*"
+    assert len(list(copy.glob("wandb/offline-run-*"))) == 2
     torch.load(last, map_location="cpu", weights_only=False)  # and last.ckpt is whole again
 
 
