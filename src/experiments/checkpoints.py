@@ -47,6 +47,11 @@ class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose remembered files (best, last, top-k) follow the run folder: on load,
     every path is rebased onto this callback's `dirpath`, wherever the checkpoint was written."""
 
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's own key, so that checkpoints written before this class restore into it."""
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         here = Path(self.dirpath) if self.dirpath else None
         if here is not None:
@@ -85,28 +90,33 @@ def verify(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def resume_point(out: Path) -> tuple[Path | None, str | None]:
-    """(checkpoint to continue from, a line to show) for the run in `out`: last.ckpt when it is
-    intact, else the newest intact checkpoint beside it (saying which), else (None, why)."""
+def resume_point(out: Path) -> tuple[Path | None, str | None, dict[str, Any]]:
+    """(checkpoint to continue from, a line to show, the checkpoint loaded lazily) for the run in
+    `out`: last.ckpt when it is intact, else the intact checkpoint beside it with the most steps
+    (saying which), else (None, why, {})."""
     folder = out / "checkpoints"
     if not folder.is_dir():
-        return None, None
+        return None, None, {}
     last = folder / "last.ckpt"
-    others = sorted((p for p in folder.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True)
-    damaged = []
-    for candidate in [last, *others] if last.is_file() else others:
+    if last.is_file():
         try:
-            ckpt = verify(candidate)
+            return last, None, verify(last)
         except CheckpointError as e:
-            damaged.append(str(e))
-            continue
-        if not damaged:
-            return candidate, None
-        where = f"epoch {ckpt.get('epoch')}, step {ckpt['global_step']}"
-        return candidate, f"{damaged[0]}; continuing from {candidate.relative_to(out)} ({where}) instead"
-    if damaged:
-        return None, f"{damaged[0]}; no intact checkpoint is left in {folder}: the run starts from the beginning"
-    return None, None
+            damaged = str(e)
+    else:
+        damaged = None
+    intact = []
+    for candidate in sorted(p for p in folder.glob("*.ckpt") if p != last):
+        try:
+            intact.append((candidate, verify(candidate)))
+        except CheckpointError as e:
+            damaged = damaged or str(e)
+    if not intact:
+        why = f"{damaged}; no intact checkpoint is left in {folder}: the run starts from the beginning"
+        return None, why if damaged else None, {}
+    path, ckpt = max(intact, key=lambda pc: pc[1]["global_step"])  # the furthest, whatever its file's age
+    where = f"epoch {ckpt.get('epoch')}, step {ckpt['global_step']}"
+    return path, f"{damaged}; continuing from {path.relative_to(out)} ({where}) instead" if damaged else None, ckpt
 
 
 def check_fits(path: Path, ckpt: dict[str, Any], model: torch.nn.Module, key: str) -> None:

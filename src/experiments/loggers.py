@@ -159,14 +159,17 @@ class WandbLogger(_LightningWandbLogger):
     def log_metrics(self, metrics, step: int | None = None) -> None:
         step = self._last_step if step is None else max(int(step), self._last_step)
         self._last_step = step
+        if self._prefix:  # logger.wandb.prefix, as Lightning's own logger applies it
+            metrics = {f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
         self.experiment.log(dict(metrics, **{"trainer/global_step": step}), step=step)
 
 
 class RunHistory(Callback):
     """What a checkpoint must remember of the run's history, so that a resumed run goes only
-    forward: how many rows csv/metrics.csv had (flushed at that moment; rows after it are dropped on
-    resume: they belong to an attempt whose weights were lost) and the fit's last train/val metrics
-    (metrics.json keeps them when a resume has no epoch left to fit)."""
+    forward: the step it was taken at (rows of csv/metrics.csv from that step on are dropped on
+    resume: they belong to an attempt whose weights were lost; the CSV is flushed with every
+    checkpoint) and the fit's last train/val metrics (metrics.json keeps them when a resume has no
+    epoch left to fit)."""
 
     def __init__(self):
         self.trainer = None
@@ -176,13 +179,13 @@ class RunHistory(Callback):
         self.trainer = trainer
 
     def state_dict(self) -> dict:
-        state: dict = {"fit_metrics": {}, "csv_rows": None}
+        state: dict = {"fit_metrics": {}, "step": None}
         if self.trainer is None:
             return state
+        state["step"] = self.trainer.global_step  # the logging step of the next batch (one optimizer)
         for lg in self.trainer.loggers:
-            if isinstance(lg, CSVLogger) and lg._experiment is not None:
+            if isinstance(lg, CSVLogger):
                 lg.save()  # flush: the rows logged so far are on disk with this checkpoint
-                state["csv_rows"] = csv_rows(Path(lg.experiment.metrics_file_path))
         metrics = self.trainer.callback_metrics
         fit = {k: finite_number(v) for k, v in metrics.items() if k.startswith(("train/", "val/"))}
         state["fit_metrics"] = {k: v for k, v in fit.items() if v is not None}
@@ -200,24 +203,21 @@ def finite_number(value) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def csv_rows(path: Path) -> int:
-    if not path.is_file():
-        return 0
-    with open(path, newline="") as f:
-        return max(0, sum(1 for _ in csv.reader(f)) - 1)
-
-
-def truncate_csv(path: Path, rows: int) -> int:
-    """Keep the header and the first `rows` rows of a metrics CSV; returns how many were dropped."""
+def truncate_csv(path: Path, step: int) -> int:
+    """Drop the rows of a metrics CSV logged at `step` or later (0: all of them); returns how many."""
     if not path.is_file():
         return 0
     with open(path, newline="") as f:
         table = list(csv.reader(f))
-    dropped = max(0, len(table) - 1 - rows)
+    if not table or "step" not in table[0]:
+        return 0
+    at = table[0].index("step")
+    kept = [row for row in table[1:] if row[at] and float(row[at]) < step]
+    dropped = len(table) - 1 - len(kept)
     if dropped:
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows(table[: rows + 1])
+            csv.writer(f).writerows([table[0], *kept])
         os.replace(tmp, path)
     return dropped
 

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, open_dict
 from analysis.contracts import ChecksSetup, ReportsRunInfo, missing_capabilities
 from experiments import checkpoints, lifecycle
 from experiments.loggers import (
+    RUN_ID_FILE,
     RunHistory,
     build_loggers,
     finish_wandb,
@@ -39,7 +40,7 @@ from experiments.loggers import (
     log_config,
     truncate_csv,
 )
-from experiments.run_folder import FolderTaken, RunFolder
+from experiments.run_folder import FolderTaken, RunFolder, note_refusal
 from experiments.search import pruning_callback
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def starting_checkpoint(cfg: DictConfig, out: Path, model) -> tuple[str | None, 
             return str(explicit), {}
         if not cfg.train:
             return None, {}
-        path, note = checkpoints.resume_point(out)
+        path, note, ckpt = checkpoints.resume_point(out)
     except checkpoints.CheckpointError as e:
         message = str(e)
         if explicit and message.startswith(f"{explicit} "):  # verify() names the file: say which key gave it
@@ -183,14 +184,29 @@ def starting_checkpoint(cfg: DictConfig, out: Path, model) -> tuple[str | None, 
     if path is None:
         return None, {}
     log.info("resuming the run in %s from %s", out, path.relative_to(out))
-    return str(path), history_state(checkpoints.verify(path))
+    return str(path), history_state(ckpt)
 
 
-def build_trainer(cfg: DictConfig, parts: Parts, out: Path, history: dict):
-    """The loggers (a resumed run's CSV cut back to its checkpoint) and the trainer."""
-    csv_file = out / "csv" / "metrics.csv"
-    if history.get("csv_rows") is not None and (dropped := truncate_csv(csv_file, history["csv_rows"])):
-        log.info("csv/metrics.csv: %d rows logged after the checkpoint were dropped (that attempt was lost)", dropped)
+def forward_history(out: Path, start_from: str | None, history: dict) -> None:
+    """History that only goes forward (rank 0): a resumed run's CSV loses the rows logged at or after
+    its checkpoint's step (that attempt's weights were lost); a run that starts again with no
+    checkpoint to continue from drops all the earlier attempt's rows and gets a new W&B run."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
+    step = history.get("step") if start_from else 0
+    if step is None:  # a checkpoint from before RunHistory, or ckpt_path= from elsewhere: nothing to cut
+        return
+    if dropped := truncate_csv(out / "csv" / "metrics.csv", step):
+        log.info("csv/metrics.csv: %d rows of an attempt lost after step %d were dropped", dropped, step)
+    if not start_from and (out / RUN_ID_FILE).is_file():
+        (out / RUN_ID_FILE).unlink()  # its steps would start again at 0 in the same W&B run
+        log.info("no checkpoint to continue from: the run starts again, in a new W&B run")
+
+
+def build_trainer(cfg: DictConfig, parts: Parts):
+    """The loggers and the trainer (checkpoints written atomically)."""
     try:
         loggers = build_loggers(cfg)
     except (InstantiationException, ValueError) as e:
@@ -228,11 +244,13 @@ def run(cfg: DictConfig) -> float | None:
     quiet_third_party_noise()
     start = time.time()
     out = Path(cfg.paths.output_dir)
-    check_inputs(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_parts(cfg)
     start_from, history = starting_checkpoint(cfg, out, parts.model)
-    trainer, loggers = build_trainer(cfg, parts, out, history)
+    if cfg.train:
+        forward_history(out, start_from, history)
+    trainer, loggers = build_trainer(cfg, parts)
     model, datamodule, pruning = parts.model, parts.datamodule, parts.pruning
 
     metrics: dict[str, float] = {}
@@ -303,26 +321,34 @@ def run_safely(cfg: DictConfig) -> float | None:
 
     out = Path(cfg.paths.output_dir)
     folder = RunFolder(out)
+    rank0 = rank_zero_only.rank == 0  # other ranks share the folder rank 0 claims, and only read it
     previous_handlers = lifecycle.install_signal_handlers()
-    code = 0
+    code, state, recorded = 0, None, False
     try:
-        if rank_zero_only.rank == 0:  # other ranks of this run share the folder rank 0 claimed
+        if rank0:
             folder.lock()
-            if folder.check(cfg, resuming=bool(cfg.get("resume")), in_sweep=_in_multirun()) == "finished":
-                kept = json.loads((out / "metrics.json").read_text())
-                print(f"job already finished in {out}: kept as it is", flush=True)
-                return kept.get("metrics", {}).get(kept.get("optimized_metric"))
+        state = folder.check(cfg, resuming=bool(cfg.get("resume")), in_sweep=_in_multirun())
+        if state == "finished":
+            kept = json.loads((out / "metrics.json").read_text())
+            print(f"job already finished in {out}: kept as it is", flush=True)
+            return kept.get("metrics", {}).get(kept.get("optimized_metric"))
+        check_inputs(cfg)  # before the record: a bad setting is not saved into the run's overrides
+        if rank0:
             folder.write_record(cfg)
+            recorded = True
         value = run(cfg)
     except FolderTaken as e:
         code = 2  # refused: nothing in the folder was changed
         lifecycle.stderr(f"error: {e}")
         if _in_multirun():
+            if rank0:
+                note_refusal(out, str(e))  # beside the job's folder: the sweep summary counts it failed
             return None
         sys.exit(code)
     except ConfigError as e:
         code = 2
-        _mark_failed(out, e, f"error: {e}")
+        if rank0 and (recorded or state == "new"):  # a continued run whose new settings were refused: unchanged
+            _mark_failed(out, e, f"error: {e}")
         lifecycle.stderr(f"error: {e}")
         if _in_multirun():
             return None  # the sweep's other jobs still run; the summary and the exit code say this one failed
@@ -331,7 +357,8 @@ def run_safely(cfg: DictConfig) -> float | None:
         signum = lifecycle.received_signal() or getattr(e, "signum", None) or signal.SIGTERM
         code = lifecycle.exit_code(signum)
         note = lifecycle.failure_note(out, signum, lifecycle.STATE.trainer)
-        _mark_failed(out, e, note)
+        if rank0:
+            _mark_failed(out, e, note)
         lifecycle.stderr(note)
         if _in_multirun():
             from experiments.sweep import write_summary
@@ -340,7 +367,8 @@ def run_safely(cfg: DictConfig) -> float | None:
         sys.exit(code)
     except Exception as e:
         code = 1
-        _mark_failed(out, e, f"{type(e).__name__}: {e}")
+        if rank0:
+            _mark_failed(out, e, f"{type(e).__name__}: {e}")
         if _in_multirun():
             log.exception("job failed; the sweep goes on (see %s)", out / "FAILED")
             return None

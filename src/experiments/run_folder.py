@@ -16,6 +16,7 @@ releases when the process ends, however it ends (SIGKILL included).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sys
 from pathlib import Path
@@ -30,8 +31,12 @@ IDENTITY = ("task_name", "model", "data", "seed", "ablate", "finetune")
 # The overrides that choose those (config groups and keys), for sweep folders.
 IDENTITY_OVERRIDES = ("task", "experiment", "model", "data", "finetune", "ablate", "seed", "debug", "hparams_search")
 LOCK = ".lock"
+REFUSED = ".refused"  # beside a sweep's job folders: <job> holds why that job was refused
 RECORD = "config.yaml"  # the resolved config: written when a run claims its folder
 SWEEP_RECORD = "sweep.yaml"  # a sweep folder's overrides, written when the sweep claims it
+
+
+log = logging.getLogger(__name__)
 
 
 class FolderTaken(Exception):
@@ -71,8 +76,12 @@ class RunFolder:
         fd = os.open(self.out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):  # a file system without locks (Lustre without flock, ...)
+                log.warning("%s: no file locks on this file system (%s): the folder is not locked", self.out, e)
+                self._fd = fd
+                return
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise FolderTaken(
                 f"{self.out} is in use by a running process (pid {holder}): wait for it to end, "
@@ -114,6 +123,7 @@ class RunFolder:
         if self._fd is not None:  # who holds the folder, for the message another launch gets
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        (self.out.parent / REFUSED / self.out.name).unlink(missing_ok=True)  # a sweep job's earlier refusal
         (self.out / RECORD).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         if not HydraConfig.initialized():
             return
@@ -123,6 +133,16 @@ class RunFolder:
         OmegaConf.save(cfg, saved / "config.yaml")
         OmegaConf.save(OmegaConf.create({"hydra": hc}), saved / "hydra.yaml")
         OmegaConf.save(hc.overrides.task, saved / "overrides.yaml")
+
+
+def note_refusal(out: Path, reason: str) -> None:
+    """A sweep's job refused its folder: say so beside it (the folder itself stays as it was), so the
+    summary reports the job as refused, not as the old run's result."""
+    try:
+        (out.parent / REFUSED).mkdir(exist_ok=True)
+        (out.parent / REFUSED / out.name).write_text(reason + "\n")
+    except OSError:
+        pass
 
 
 def identity_overrides(overrides: list[str]) -> list[str]:

@@ -62,7 +62,12 @@ class OptunaPruning(Callback):
         closed stays as it was (Optuna does not change a finished trial)."""
         optuna = _optuna()
         study, trial = self._trial()
-        if study._storage.get_trial(trial._trial_id).state.is_finished():
+        state = study._storage.get_trial(trial._trial_id).state
+        if state.is_finished():
+            if state.name != "COMPLETE":  # e.g. a crashed trial finished later with resume=<trial folder>
+                log.warning(
+                    "trial %d is closed as %s in the study: its new value is not counted", self.number, state.name
+                )
             return
         ok = value is not None and math.isfinite(value)
         study.tell(self.number, value if ok else None, state=optuna.trial.TrialState.COMPLETE if ok else None)

@@ -13,7 +13,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from experiments.run_folder import SWEEP_RECORD
+from experiments.run_folder import REFUSED, SWEEP_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,11 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
             row["wall_time_s"] = result.get("wall_time_s")
             row.update(result.get("metrics", {}))
             row["_optimized"] = result.get("optimized_metric")
-        if (job_dir / "FAILED").is_file():  # the latest attempt failed (a metrics.json beside it is older)
-            reason = (job_dir / "FAILED").read_text().splitlines()[0]
-            status = "failed: " + reason.removeprefix("error: ")
+        refused, failed = sweep_dir / REFUSED / job_dir.name, job_dir / "FAILED"
+        if refused.is_file() or failed.is_file():  # refused its folder (what is in it is another run's),
+            # or the latest attempt failed (a metrics.json beside it is older)
+            reason = refused.read_text().strip() if refused.is_file() else failed.read_text().splitlines()[0]
+            status = ("refused: " if refused.is_file() else "failed: ") + reason.removeprefix("error: ")
             row = {"job": row["job"], "overrides": row["overrides"], "status": status}
         elif not metrics_file.is_file():
             row["status"] = "incomplete"

@@ -169,10 +169,8 @@ def test_a_killed_sweep_lists_the_jobs_it_never_started(tmp_path):
     (sweep,) = tmp_path.glob("logs/vae/multiruns/*")
     rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
     assert rows["0"]["status"].startswith("failed: killed by SIGTERM at epoch 1, step 2; resume with:")
-    assert {j: (rows[j]["status"], rows[j]["overrides"].split()[0]) for j in ("1", "2")} == {
-        "1": ("not started", "model.latent_dim=3"),
-        "2": ("not started", "model.latent_dim=4"),
-    }
+    assert rows["1"]["status"] == rows["2"]["status"] == "not started"
+    assert "model.latent_dim=3" in rows["1"]["overrides"] and "model.latent_dim=4" in rows["2"]["overrides"]
 
 
 def test_resume_refuses_to_change_the_model_and_needs_a_run_folder(tmp_path):

@@ -338,7 +338,7 @@ def test_vit_trains_from_scratch_and_its_best_checkpoint_is_what_the_analyses_se
     for key in ("masking/most_attended_first/accuracy_auc", "masking/least_attended_first/accuracy_auc"):
         assert 0 <= m[key] <= 1, key
     assert "T-shirt/top" in (run / "tables" / "predictions_top_k.csv").read_text()  # the data set's classes name labels
-    best = Path(result["best_checkpoint"])
+    best = run / result["best_checkpoint"]  # relative to the run folder
     assert best.name == "best.ckpt" and (run / "checkpoints" / "last.ckpt").is_file()
 
     # independently: the best checkpoint's weights, loaded into a fresh model, score the test split as reported
@@ -365,7 +365,7 @@ def test_vit_finetune_preset_replaces_a_saved_models_head_and_keeps_its_frozen_b
     result = finished(code, run)
     assert result["model_info"]["finetune"] == "head" and result["model_info"]["num_labels"] == 10
     assert 0 <= result["metrics"]["test/acc"] <= 1 and "masking/random/accuracy_auc" in result["metrics"]
-    state = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(run / result["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     assert state["model.classifier.weight"].shape == (10, 32)
     for key, value in original.state_dict().items():
         if not key.startswith("classifier"):
