@@ -175,7 +175,7 @@ def train_rows(run: Path) -> list[tuple[int, str]]:
     return [(int(r["step"]), r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
 
 
-def test_after_a_sigkill_the_csv_and_wandb_histories_only_go_forward(tmp_path):
+def test_after_a_sigkill_the_csv_and_wandb_histories_only_go_forward(tmp_path, run_experiment):
     """SIGKILL (no handler runs) well after an epoch's last.ckpt: the rows logged after that
     checkpoint belong to a lost attempt; the resumed CSV has every step once, and W&B's steps go on
     from the checkpoint's step instead of from 0."""
@@ -194,8 +194,8 @@ def test_after_a_sigkill_the_csv_and_wandb_histories_only_go_forward(tmp_path):
     proc.wait()
     saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
     assert not (run / "metrics.json").exists() and [s for s, _ in train_rows(run) if s >= saved]  # rows to drop
-    resumed = run_cli(tmp_path, f"resume={run}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    code, _ = run_experiment(*resume_overrides([f"resume={run}"]))  # (in this process: the kill was the real one)
+    assert code == 0
     steps = [s for s, _ in train_rows(run)]
     assert steps == sorted(set(steps)) and steps[-1] == 2 * 16 - 1  # every step once, in order, to the end
     attempts = sorted(run.glob("wandb/offline-run-*"))
@@ -221,6 +221,19 @@ def test_a_sweep_folder_holds_one_sweep(tmp_path):
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert f"error: {sweep} holds another sweep" in second.stderr
     assert snapshot(sweep) == before
+
+
+def test_train_false_with_ckpt_path_tests_that_checkpoint(tmp_path, run_experiment):
+    """`train=false ckpt_path=<best.ckpt>` evaluates those weights (it used to test an untrained model)
+    and reproduces the run's own test metric."""
+    code, run = run_experiment(*FIT, "trainer.max_epochs=2")
+    assert code == 0
+    measured = json.loads((run / "metrics.json").read_text())["metrics"]["test/neg_elbo"]
+    code, again = run_experiment(*FIT, "train=false", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}")
+    assert code == 0 and again != run
+    assert json.loads((again / "metrics.json").read_text())["metrics"]["test/neg_elbo"] == pytest.approx(
+        measured, rel=1e-6
+    )
 
 
 def test_launches_hydra_cannot_start_are_one_line(tmp_path):
