@@ -4,12 +4,18 @@
 #   bash benchmarks/fetch_wheels.sh                      # here, once: .whl/ with what the GPU machine lacks
 #   bash benchmarks/gpu_check.sh OUT                     # there (or anywhere with a GPU)
 #   bash benchmarks/gpu_check.sh OUT --tiny --device cpu # the dry run the tests do, in seconds
-# Extra arguments go to every benchmark. Exit 1 if any benchmark failed (its log says why).
+# Extra arguments go to every benchmark. Exit 1 if any benchmark failed or ran past LIMIT_S seconds
+# (default 200; its log says why). PYTHON: the interpreter (default: the project's .venv, else python3).
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUT [benchmark arguments]}
 shift
 cd "$(dirname "$0")/.."
-py=${PYTHON:-python3}
+py=${PYTHON:-}
+if [ -z "$py" ]; then
+  if [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
+fi
+limit=${LIMIT_S:-200}
+echo "gpu_check: $py, each benchmark at most $limit s (LIMIT_S)"
 missing='import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("hydra", "omegaconf", "open_clip")))'
 if ! $py -c "$missing" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
   # what the machine lacks (hydra-core, omegaconf, open_clip_torch, wandb, umap-learn...), from fetch_wheels.sh
@@ -26,11 +32,15 @@ status=0
 bench() {
   local name=$1
   shift
-  local start=$SECONDS
-  if timeout "${LIMIT_S:-200}" $py "benchmarks/$name.py" "$@" --out "$out/$name.json" > "$out/$name.log" 2>&1; then
+  local start=$SECONDS rc=0
+  timeout "$limit" $py "benchmarks/$name.py" "$@" --out "$out/$name.json" > "$out/$name.log" 2>&1 || rc=$?
+  if [ "$rc" = 0 ]; then
     echo "== $name: $((SECONDS - start)) s"
+  elif [ "$rc" = 124 ]; then
+    echo "== $name FAILED: timed out after $limit s (LIMIT_S=<seconds> gives it longer; see $out/$name.log):"
+    status=1
   else
-    echo "== $name FAILED after $((SECONDS - start)) s (see $out/$name.log):"
+    echo "== $name FAILED after $((SECONDS - start)) s, exit $rc (see $out/$name.log):"
     status=1
   fi
   grep -A8 "^[a-z].* on " "$out/$name.log" | grep -v "^\[" | tail -n 9

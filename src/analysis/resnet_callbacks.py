@@ -94,6 +94,9 @@ class DepthFeatures(Callback):
         seed: int = 0,
     ):
         embedding.check_projection(projection, "callbacks.depth_features.projection")
+        for key, value, least in (("num_images", num_images, 2), ("pca_dims", pca_dims, 1), ("knn_k", knn_k, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"callbacks.depth_features.{key} must be an integer >= {least}, got {value!r}")
         self.num_images, self.projection, self.pca_dims = num_images, projection, pca_dims
         self.knn_k, self.knn_folds, self.seed = knn_k, knn_folds, seed
 

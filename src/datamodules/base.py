@@ -229,8 +229,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         for key, value in (("image_size", image_size), ("channels", channels)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"data.{key} must be a positive integer or null, got {value!r}")
-        if val_size < 0:
-            raise ValueError(f"data.val_size must be >= 0, got {val_size!r}")
+        if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) or val_size < 0:
+            raise ValueError(f"data.val_size must be an image count or a fraction below 1, got {val_size!r}")
+        if isinstance(val_size, float) and val_size >= 1:
+            raise ValueError(
+                f"data.val_size={val_size}: a fraction must be below 1 (an image count is an integer, e.g. 5000)"
+            )
         self.root, self.download, self.synthetic, self.synthetic_size = str(root), download, synthetic, synthetic_size
         self.val_size, self.split_seed = val_size, split_seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size

@@ -47,7 +47,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
                 ds = torchvision.datasets.FashionMNIST(self.root, train=train, download=self.download)
                 return Split(ds.data.unsqueeze(1).contiguous(), ds.targets)
             if train and str(flat) != self.root:  # say where the data came from when it is not data.root
-                log.info(
+                log.warning(  # on the terminal, not only in the log: the data came from elsewhere
                     "FashionMNIST: nothing under data.root=%s; read the idx files in %s (data.fallback_roots)",
                     self.root,
                     flat,

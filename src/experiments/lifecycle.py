@@ -27,10 +27,9 @@ from pathlib import Path
 
 import yaml
 
-log = logging.getLogger(__name__)
+from experiments.run_folder import IDENTITY_OVERRIDES, override_root
 
-# Overrides that would make a resumed run a different experiment (new model, data or seed).
-FIXED_ON_RESUME = ("task", "experiment", "model", "data", "finetune", "ablate", "seed", "debug")
+log = logging.getLogger(__name__)
 
 
 class Killed(BaseException):
@@ -45,6 +44,7 @@ class _State:
     signum: int | None = None  # the first signal received
     trainer = None  # the trainer while it fits
     fitting = False
+    testing = False  # in the test pass (training, if any, has ended)
     final_lines: list[str] = []  # what a successful run prints last
 
 
@@ -72,7 +72,7 @@ def _on_signal(signum, frame) -> None:
 def install_signal_handlers() -> dict:
     """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires).
     Returns the handlers they replace, for `restore_signal_handlers` once the run is over."""
-    STATE.signum, STATE.trainer, STATE.fitting, STATE.final_lines = None, None, False, []
+    STATE.signum, STATE.trainer, STATE.fitting, STATE.testing, STATE.final_lines = None, None, False, False, []
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -117,20 +117,28 @@ def resume_overrides(argv: list[str]) -> list[str]:
     flags = [a for a in rest if a.startswith("-")]
     new = [a for a in rest if not a.startswith("-")]
     for override in new:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if key.split(".")[0].split("@")[0] in FIXED_ON_RESUME:
+        if override_root(override) in IDENTITY_OVERRIDES:
             raise ValueError(
                 f"resume: {override} would change the model or data of the run in {folder}; "
                 f"only settings such as trainer.max_epochs may change (start a new run instead)"
             )
     old = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.startswith(("resume=", "hydra."))]
-    return [*flags, *old, *new, f"hydra.run.dir={folder}", f"resume={folder}"]
+    return [*flags, *old, *new, f"hydra.run.dir={hydra_quote(folder)}", f"resume={hydra_quote(folder)}"]
+
+
+def hydra_quote(path: Path) -> str:
+    """A path as a quoted value of Hydra's override grammar: spaces, non-ASCII letters, '=' safe."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def failure_note(out: Path, signum: int | None, trainer) -> str:
     """The first line of FAILED for a killed run: what stopped it, where, and how to go on."""
     name = signal.Signals(signum).name if signum else "a signal"
-    where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+    where = ""
+    if trainer is not None and STATE.testing:  # training (if any) had ended: say so, not "at epoch N"
+        where = f" in the test pass (after step {trainer.global_step})"
+    elif trainer is not None:
+        where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"
     saved = resume_checkpoint(out)
     how = f"resume with: {resume_command(out)}" if saved else "no checkpoint was written yet; start it again"
     return f"killed by {name}{where}; {how}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import netrc
 import os
 import secrets
@@ -14,8 +15,11 @@ from urllib.parse import urlparse
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter as _ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from models.hub import reachable
@@ -71,17 +75,11 @@ def wandb_run_id(out: Path) -> str:
     """The W&B run id of the run in `out`: made once and kept in the folder, so a resumed or
     requeued run continues the same W&B run. Only rank 0 makes one; other ranks log nothing."""
     path = out / RUN_ID_FILE
-    if not path.is_file() and _rank() == 0:
+    if not path.is_file() and rank_zero_only.rank == 0:
         alphabet = string.ascii_lowercase + string.digits  # what W&B's own run ids are made of
         out.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(secrets.choice(alphabet) for _ in range(8)) + "\n")
     return path.read_text().strip() if path.is_file() else ""
-
-
-def _rank() -> int:
-    from lightning.fabric.utilities.rank_zero import _get_rank
-
-    return _get_rank() or 0
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -148,3 +146,85 @@ class _AppendingWriter(_ExperimentWriter):
         if self._fs.isfile(self.metrics_file_path):  # an earlier attempt of this run: keep its rows and columns
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 self.metrics_keys = sorted(next(csv.reader(f), []))
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's WandbLogger, except that W&B's own step is the trainer's: a resumed run's history
+    goes on from its checkpoint's step instead of starting again at 0 (W&B drops a step lower than
+    one it has), and a value logged without a step (a table) lands on the last step logged."""
+
+    _last_step = 0
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        step = self._last_step if step is None else max(int(step), self._last_step)
+        self._last_step = step
+        if self._prefix:  # logger.wandb.prefix, as Lightning's own logger applies it
+            metrics = {f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
+        self.experiment.log(dict(metrics, **{"trainer/global_step": step}), step=step)
+
+
+class RunHistory(Callback):
+    """What a checkpoint must remember of the run's history, so that a resumed run goes only
+    forward: the step it was taken at (rows of csv/metrics.csv from that step on are dropped on
+    resume: they belong to an attempt whose weights were lost; the CSV is flushed with every
+    checkpoint) and the fit's last train/val metrics (metrics.json keeps them when a resume has no
+    epoch left to fit)."""
+
+    def __init__(self):
+        self.trainer = None
+        self.restored: dict[str, float] = {}  # the fit metrics of the checkpoint resumed from
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict:
+        state: dict = {"fit_metrics": {}, "step": None}
+        if self.trainer is None:
+            return state
+        state["step"] = self.trainer.global_step  # the logging step of the next batch (one optimizer)
+        for lg in self.trainer.loggers:
+            if isinstance(lg, CSVLogger):
+                lg.save()  # flush: the rows logged so far are on disk with this checkpoint
+        metrics = self.trainer.callback_metrics
+        fit = {k: finite_number(v) for k, v in metrics.items() if k.startswith(("train/", "val/"))}
+        state["fit_metrics"] = {k: v for k, v in fit.items() if v is not None}
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.restored = dict(state_dict.get("fit_metrics") or {})
+
+
+def finite_number(value) -> float | None:
+    try:
+        x = float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def truncate_csv(path: Path, step: int) -> int:
+    """Drop the rows of a metrics CSV logged at `step` or later (0: all of them); returns how many."""
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        table = list(csv.reader(f))
+    if not table or "step" not in table[0]:
+        return 0
+    at = table[0].index("step")
+    kept = [row for row in table[1:] if row[at] and float(row[at]) < step]
+    dropped = len(table) - 1 - len(kept)
+    if dropped:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([table[0], *kept])
+        os.replace(tmp, path)
+    return dropped
+
+
+def history_state(ckpt: dict) -> dict:
+    """RunHistory's state in a loaded checkpoint ({} for a checkpoint from before it existed)."""
+    for key, value in (ckpt.get("callbacks") or {}).items():
+        if str(key).startswith("RunHistory"):
+            return value
+    return {}

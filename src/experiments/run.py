@@ -13,22 +13,34 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
+import shlex
 import signal
 import sys
 import time
 import traceback
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from analysis.contracts import ChecksSetup, ReportsRunInfo, missing_capabilities
-from experiments import lifecycle
-from experiments.loggers import build_loggers, finish_wandb, log_config
+from experiments import checkpoints, lifecycle
+from experiments.loggers import (
+    RUN_ID_FILE,
+    RunHistory,
+    build_loggers,
+    finish_wandb,
+    finite_number,
+    history_state,
+    log_config,
+    truncate_csv,
+)
+from experiments.run_folder import FolderTaken, RunFolder, note_refusal
 from experiments.search import pruning_callback
 
 log = logging.getLogger(__name__)
@@ -68,16 +80,8 @@ def build_model(conf: DictConfig):
     return model
 
 
-def _number(value) -> float | None:
-    try:
-        x = float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError, RuntimeError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def collect_metrics(trainer) -> dict[str, float]:
-    return {k: v for k, v in ((k, _number(v)) for k, v in trainer.callback_metrics.items()) if v is not None}
+    return {k: v for k, v in ((k, finite_number(v)) for k, v in trainer.callback_metrics.items()) if v is not None}
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -96,24 +100,43 @@ def _check_trainer(cfg: DictConfig) -> None:
             "trainer.max_epochs=-1 and no trainer.max_steps: training runs until it is stopped "
             "(Ctrl-C or kill saves a checkpoint; resume=<run folder> continues it)"
         )
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """The top-level keys checked before anything is built, each mistake one line naming its key."""
+    _check_trainer(cfg)
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    test_ckpt = cfg.get("test_ckpt")
+    if test_ckpt not in ("best", "last", None):
+        raise ConfigError(f"test_ckpt must be best, last or null, got {test_ckpt!r}")
+    optimizer = cfg.model.get("optimizer") if "model" in cfg and cfg.model is not None else None
+    if isinstance(optimizer, DictConfig) and "lr" in optimizer:
+        lr = optimizer.lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ConfigError(f"model.optimizer.lr must be a positive number, got {lr!r}")
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"ckpt_path={ckpt} does not exist (to continue a run in its folder: resume=<run folder>)")
 
 
-def run(cfg: DictConfig) -> float | None:
-    import lightning.pytorch as pl
+@dataclass
+class Parts:
+    """What a run is built from: the data (already read), the model, and the callbacks."""
 
-    quiet_third_party_noise()
-    start = time.time()
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    _check_trainer(cfg)
+    datamodule: Any
+    model: Any
+    callbacks: list
+    pruning: Any  # the Optuna trial's pruning callback, or None
+    history: RunHistory
 
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+def build_parts(cfg: DictConfig) -> Parts:
+    """Data (read now: a missing file fails in seconds), model, callbacks, and the contracts
+    between them checked before anything trains."""
     datamodule = build(cfg.get("data"), "data")
-    try:  # read the data now: a missing file fails in seconds, before any logger or model is made
+    try:
         datamodule.prepare_data()
         datamodule.setup()
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
@@ -122,7 +145,8 @@ def run(cfg: DictConfig) -> float | None:
     named = {
         name: build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
     }
-    callbacks = list(named.values())
+    history = RunHistory()
+    callbacks = [*named.values(), history]
     pruning = pruning_callback(cfg)  # a trial of hparams_search: report each epoch, stop when pruned
     if pruning is not None:
         callbacks.append(pruning)
@@ -135,52 +159,129 @@ def run(cfg: DictConfig) -> float | None:
                 part.check_setup(model=model, datamodule=datamodule)
             except ValueError as e:
                 raise ConfigError(str(e)) from e
+    return Parts(datamodule, model, callbacks, pruning, history)
+
+
+def starting_checkpoint(cfg: DictConfig, out: Path, model) -> tuple[str | None, dict]:
+    """(checkpoint to start from, its RunHistory state): `ckpt_path` when given (checked whole and
+    of this model), else the run folder's own newest intact checkpoint when the run goes on."""
+    explicit = cfg.get("ckpt_path")
+    try:
+        if explicit:
+            ckpt = checkpoints.verify(Path(explicit))
+            checkpoints.check_fits(Path(explicit), ckpt, model, "ckpt_path")
+            return str(explicit), {}
+        if not cfg.train:
+            return None, {}
+        path, note, ckpt = checkpoints.resume_point(out)
+    except checkpoints.CheckpointError as e:
+        message = str(e)
+        if explicit and message.startswith(f"{explicit} "):  # verify() names the file: say which key gave it
+            message = f"ckpt_path={explicit}:{message[len(str(explicit)) :]}"
+        raise ConfigError(message) from e
+    if note:
+        log.warning(note)
+    if path is None:
+        return None, {}
+    log.info("resuming the run in %s from %s", out, path.relative_to(out))
+    return str(path), history_state(ckpt)
+
+
+def forward_history(out: Path, start_from: str | None, history: dict) -> None:
+    """History that only goes forward (rank 0): a resumed run's CSV loses the rows logged at or after
+    its checkpoint's step (that attempt's weights were lost); a run that starts again with no
+    checkpoint to continue from drops all the earlier attempt's rows and gets a new W&B run."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
+    step = history.get("step") if start_from else 0
+    if step is None:  # a checkpoint from before RunHistory, or ckpt_path= from elsewhere: nothing to cut
+        return
+    if dropped := truncate_csv(out / "csv" / "metrics.csv", step):
+        log.info("csv/metrics.csv: %d rows of an attempt lost after step %d were dropped", dropped, step)
+    if not start_from and (out / RUN_ID_FILE).is_file():
+        (out / RUN_ID_FILE).unlink()  # its steps would start again at 0 in the same W&B run
+        log.info("no checkpoint to continue from: the run starts again, in a new W&B run")
+
+
+def build_trainer(cfg: DictConfig, parts: Parts):
+    """The loggers and the trainer (checkpoints written atomically)."""
     try:
         loggers = build_loggers(cfg)
     except (InstantiationException, ValueError) as e:
         raise ConfigError(f"logger: {_root_cause(e)}") from e
+    callbacks = parts.callbacks
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    trainer = build(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[checkpoints.AtomicCheckpointIO()]
+    )
     log_config(loggers, cfg)
+    return trainer, loggers
+
+
+def test_checkpoint(cfg: DictConfig, trainer, start_from: str | None) -> str | None:
+    """The weights the test pass uses: after fitting, `test_ckpt` (best | last | null: in memory);
+    without fitting, the checkpoint given as `ckpt_path` (or the model as built)."""
+    if not cfg.train:
+        return start_from
+    ckpt = cfg.get("test_ckpt")
+    callback = getattr(trainer, "checkpoint_callback", None)
+    if callback is None:
+        return None  # no checkpoints written (callbacks=none, fast_dev_run): test what is in memory
+    if ckpt == "best" and not callback.best_model_path:
+        return None
+    return ckpt
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Build, fit if the task trains, test, record: the value of `optimized_metric`."""
+    import lightning.pytorch as pl
+
+    quiet_third_party_noise()
+    start = time.time()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    parts = build_parts(cfg)
+    start_from, history = starting_checkpoint(cfg, out, parts.model)
+    if cfg.train:
+        forward_history(out, start_from, history)
+    trainer, loggers = build_trainer(cfg, parts)
+    model, datamodule, pruning = parts.model, parts.datamodule, parts.pruning
 
     metrics: dict[str, float] = {}
     if cfg.train:
-        ckpt_path = cfg.get("ckpt_path")
-        if not ckpt_path and (last := lifecycle.resume_checkpoint(out)) is not None:
-            ckpt_path = str(last)  # this folder's run was stopped (or requeued): go on where it was
-            log.info("resuming the run in %s from %s", out, last)
         lifecycle.STATE.trainer, lifecycle.STATE.fitting = trainer, True
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=start_from)
         finally:
             lifecycle.STATE.fitting = False
+        metrics.update(parts.history.restored)  # the fit's metrics when a resume had no epoch left to run
         metrics.update(collect_metrics(trainer))
     pruned = pruning is not None and pruning.pruned is not None
     if pruned and trainer.is_global_zero:
         pruning.tell_pruned()  # the study learns it here; the sweeper leaves this trial alone
     if cfg.test and not pruned:
-        ckpt = cfg.get("test_ckpt") if cfg.train else None
-        if ckpt is not None and getattr(trainer, "checkpoint_callback", None) is None:
-            ckpt = None  # no checkpoints written (callbacks=none, fast_dev_run): test what is in memory
-        if ckpt == "best" and not trainer.checkpoint_callback.best_model_path:
-            ckpt = None
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+        lifecycle.STATE.trainer, lifecycle.STATE.testing = trainer, True
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer, start_from))
+        lifecycle.STATE.testing = False
         metrics.update(collect_metrics(trainer))
 
     run_info = model.run_info() if isinstance(model, ReportsRunInfo) else None  # e.g. what an ablation replaced
     if run_info:
         for lg in loggers:
             lg.log_hyperparams({"model_info": run_info})
-    best = getattr(trainer, "checkpoint_callback", None)
+    best = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", None)
     result = {
         "task": cfg.task_name,
         "status": "pruned" if pruned else "ok",
         "metrics": metrics,
         "optimized_metric": cfg.optimized_metric,
-        "best_checkpoint": getattr(best, "best_model_path", None) or None,
+        "best_checkpoint": os.path.relpath(best, out) if best else None,  # relative: the folder may move
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),
@@ -193,11 +294,13 @@ def run(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
         write_json_atomic(out / "metrics.json", result)
         (out / "FAILED").unlink(missing_ok=True)  # an earlier attempt of this run failed; this one did not
+        if pruning is not None and not pruned:
+            pruning.tell_finished(value)  # resume=<trial folder>: the study hears how the trial ended
         offline = sorted(out.glob("wandb/offline-run-*"))
         lifecycle.STATE.final_lines = [  # printed once the W&B run is closed: the last lines a user sees
             f"{cfg.optimized_metric} = {value}",
             f"run folder: {out}",
-            *([f"W&B run (offline): wandb sync {out / 'wandb' / 'offline-run-*'}"] if offline else []),
+            *([f"W&B run (offline): wandb sync {shlex.quote(str(out))}/wandb/offline-run-*"] if offline else []),
         ]
     return value
 
@@ -210,18 +313,42 @@ def _in_multirun() -> bool:
 
 
 def run_safely(cfg: DictConfig) -> float | None:
-    """run(cfg), ending in one of three honest ways (see experiments/lifecycle.py). In a sweep a
-    failed job is recorded and the sweep goes on to the next (the summary lists it)."""
+    """run(cfg), ending in one of three honest ways (see experiments/lifecycle.py), in a folder that
+    holds this run alone (experiments/run_folder.py). In a sweep a failed job is recorded and the
+    sweep goes on to the next (the summary lists it)."""
+    from lightning.pytorch.utilities import rank_zero_only
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     out = Path(cfg.paths.output_dir)
+    folder = RunFolder(out)
+    rank0 = rank_zero_only.rank == 0  # other ranks share the folder rank 0 claims, and only read it
     previous_handlers = lifecycle.install_signal_handlers()
-    code = 0
+    code, state, recorded = 0, None, False
     try:
+        if rank0:
+            folder.lock()
+        state = folder.check(cfg, resuming=bool(cfg.get("resume")), in_sweep=_in_multirun())
+        if state == "finished":
+            kept = json.loads((out / "metrics.json").read_text())
+            print(f"job already finished in {out}: kept as it is", flush=True)
+            return kept.get("metrics", {}).get(kept.get("optimized_metric"))
+        check_inputs(cfg)  # before the record: a bad setting is not saved into the run's overrides
+        if rank0:
+            folder.write_record(cfg)
+            recorded = True
         value = run(cfg)
+    except FolderTaken as e:
+        code = 2  # refused: nothing in the folder was changed
+        lifecycle.stderr(f"error: {e}")
+        if _in_multirun():
+            if rank0:
+                note_refusal(out, str(e))  # beside the job's folder: the sweep summary counts it failed
+            return None
+        sys.exit(code)
     except ConfigError as e:
         code = 2
-        _mark_failed(out, e, f"error: {e}")
+        if rank0 and (recorded or state == "new"):  # a continued run whose new settings were refused: unchanged
+            _mark_failed(out, e, f"error: {e}")
         lifecycle.stderr(f"error: {e}")
         if _in_multirun():
             return None  # the sweep's other jobs still run; the summary and the exit code say this one failed
@@ -230,7 +357,8 @@ def run_safely(cfg: DictConfig) -> float | None:
         signum = lifecycle.received_signal() or getattr(e, "signum", None) or signal.SIGTERM
         code = lifecycle.exit_code(signum)
         note = lifecycle.failure_note(out, signum, lifecycle.STATE.trainer)
-        _mark_failed(out, e, note)
+        if rank0:
+            _mark_failed(out, e, note)
         lifecycle.stderr(note)
         if _in_multirun():
             from experiments.sweep import write_summary
@@ -239,12 +367,14 @@ def run_safely(cfg: DictConfig) -> float | None:
         sys.exit(code)
     except Exception as e:
         code = 1
-        _mark_failed(out, e, f"{type(e).__name__}: {e}")
+        if rank0:
+            _mark_failed(out, e, f"{type(e).__name__}: {e}")
         if _in_multirun():
             log.exception("job failed; the sweep goes on (see %s)", out / "FAILED")
             return None
         raise
     finally:
+        folder.release()
         finish_wandb(exit_code=code)
         lifecycle.restore_signal_handlers(previous_handlers)
     for line in lifecycle.STATE.final_lines:
@@ -254,11 +384,16 @@ def run_safely(cfg: DictConfig) -> float | None:
 
 def _mark_failed(out: Path, e: BaseException, first_line: str) -> None:
     """A failed run never looks like a success: FAILED holds the reason (its first line, then the
-    traceback), metrics.json is absent."""
+    traceback). A metrics.json of an earlier attempt that finished stays (FAILED says so): the
+    failure handler never deletes the evidence of a success."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "FAILED").write_text(f"{first_line}\n\n{''.join(traceback.format_exception(e))}")
-        (out / "metrics.json").unlink(missing_ok=True)
+        earlier = (
+            "\nmetrics.json beside this file is from an earlier attempt of this run, which finished\n"
+            if (out / "metrics.json").is_file()
+            else ""
+        )
+        (out / "FAILED").write_text(f"{first_line}\n{earlier}\n{''.join(traceback.format_exception(e))}")
     except OSError:
         pass
 

@@ -4,6 +4,7 @@ report the monitored validation metric every epoch, stop when the pruner says so
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
@@ -54,6 +55,24 @@ class OptunaPruning(Callback):
         optuna = _optuna()
         study, _ = self._trial()
         study.tell(self.number, state=optuna.trial.TrialState.PRUNED)
+
+    def tell_finished(self, value: float | None) -> None:
+        """The trial's value, told by the job itself, so that a trial finished by `resume=<trial
+        folder>` (after its search was killed) counts in the study; a trial the study already
+        closed stays as it was (Optuna does not change a finished trial)."""
+        optuna = _optuna()
+        study, trial = self._trial()
+        state = study._storage.get_trial(trial._trial_id).state
+        if state.is_finished():
+            if state.name != "COMPLETE":  # e.g. a crashed trial finished later with resume=<trial folder>
+                log.warning(
+                    "trial %d is closed as %s in the study: its new value is not counted", self.number, state.name
+                )
+            return
+        ok = value is not None and math.isfinite(value)
+        study.tell(self.number, value if ok else None, state=optuna.trial.TrialState.COMPLETE if ok else None)
+        if not ok:
+            log.warning("trial %d ended without a finite %s: told the study it failed", self.number, self.monitor)
 
 
 def pruning_callback(cfg: DictConfig) -> OptunaPruning | None:

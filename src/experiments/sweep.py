@@ -13,6 +13,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from experiments.run_folder import REFUSED, SWEEP_RECORD
+
 log = logging.getLogger(__name__)
 
 
@@ -32,11 +34,21 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
             row["wall_time_s"] = result.get("wall_time_s")
             row.update(result.get("metrics", {}))
             row["_optimized"] = result.get("optimized_metric")
-        else:
-            failed = job_dir / "FAILED"
-            reason = failed.read_text().splitlines()[0] if failed.is_file() else ""
-            row["status"] = "failed: " + reason.removeprefix("error: ") if failed.is_file() else "incomplete"
+        refused, failed = sweep_dir / REFUSED / job_dir.name, job_dir / "FAILED"
+        if refused.is_file() or failed.is_file():  # refused its folder (what is in it is another run's),
+            # or the latest attempt failed (a metrics.json beside it is older)
+            reason = refused.read_text().strip() if refused.is_file() else failed.read_text().splitlines()[0]
+            status = ("refused: " if refused.is_file() else "failed: ") + reason.removeprefix("error: ")
+            row = {"job": row["job"], "overrides": row["overrides"], "status": status}
+        elif not metrics_file.is_file():
+            row["status"] = "incomplete"
         rows.append(row)
+    started = {r["job"] for r in rows}
+    record = sweep_dir / SWEEP_RECORD
+    planned = (yaml.safe_load(record.read_text()) or {}).get("jobs", []) if record.is_file() else []
+    for number, overrides in enumerate(planned):  # a killed sweep: the jobs it never reached
+        if str(number) not in started:
+            rows.append({"job": str(number), "overrides": " ".join(overrides), "status": "not started"})
     return rows
 
 

@@ -111,6 +111,22 @@ def test_gpu_check_names_only_benchmarks_that_exist_and_passes_its_arguments_on(
     assert done.returncode == 1 and "vae_train FAILED" in done.stdout  # a failed benchmark fails the check
 
 
+def test_gpu_check_uses_the_project_environment_and_says_when_a_benchmark_timed_out(tmp_path):
+    """With no PYTHON, the project's .venv (python3 on the PATH may lack torch); a benchmark past
+    LIMIT_S is reported as timed out, not as a failure after N seconds."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    venv = BENCHMARKS.parent / ".venv" / "bin" / "python"
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), str(tmp_path / "out")],
+        env={**env, "BENCHMARKS": "vae_train", "LIMIT_S": "1"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    expected = ".venv/bin/python" if venv.is_file() else "python3"
+    assert done.stdout.startswith(f"gpu_check: {expected}, each benchmark at most 1 s (LIMIT_S)")
+    assert done.returncode == 1 and "== vae_train FAILED: timed out after 1 s" in done.stdout, done.stdout
+
+
 REPORT = {
     "benchmark": "x (images/s)",
     "unit": "img/s",

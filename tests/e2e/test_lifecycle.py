@@ -21,16 +21,25 @@ from wandb_reader import read_run
 VAE_SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200")
 
 
+HELPERS = str(Path(__file__).parents[1] / "helpers")  # signals.Crash, signals.SendSignal for the CLI runs
+
+
+def helpers_env(tmp_path: Path) -> dict[str, str]:
+    return cli_env(tmp_path, PYTHONPATH=HELPERS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 def test_a_sweep_runs_every_job_and_lists_the_failures(tmp_path):
-    """Four jobs: one good, one that crashes while fitting (a negative learning rate), two with a
-    config error. Every job runs, the summary lists all four, the sweep exits 1 naming the failures."""
-    proc = run_cli(tmp_path, "-m", *VAE_SMOKE, "logger=wandb", "model.latent_dim=2,0", "model.optimizer.lr=0.001,-1")
+    """Four jobs: one good, one that crashes while fitting (at step 1), two with a config error.
+    Every job runs, the summary lists all four, the sweep exits 1 naming the failures."""
+    crash = ("+callbacks.crash._target_=signals.Crash", "+callbacks.crash.at_step=100000,1")
+    sweep = ("-m", *VAE_SMOKE, "logger=wandb", "model.latent_dim=2,0", *crash)
+    proc = run_cli(tmp_path, *sweep, env=helpers_env(tmp_path))
     assert proc.returncode == 1, proc.stderr[-3000:]
     (sweep,) = tmp_path.glob("logs/vae/multiruns/*")
     assert "error: 3 of 4 jobs failed" in proc.stderr
     rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
     assert rows["0"]["status"] == "ok" and (sweep / "0" / "metrics.json").is_file()
-    assert rows["1"]["status"] == "failed: ValueError: Invalid learning rate: -1"  # the crash
+    assert rows["1"]["status"] == "failed: RuntimeError: crash at step 1"  # the crash
     for job in ("2", "3"):  # model.latent_dim=0: one line naming the key
         assert rows[job]["status"].startswith("failed: model (models.VAEModule): model.latent_dim")
         assert (sweep / job / "FAILED").is_file() and not (sweep / job / "metrics.json").exists()
@@ -151,6 +160,19 @@ def test_sigint_exits_130_and_a_job_relaunched_into_its_folder_resumes_by_itself
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3 and not (run / "FAILED").exists()
 
 
+def test_a_killed_sweep_lists_the_jobs_it_never_started(tmp_path):
+    """SIGTERM in the first of three jobs: the sweep stops (exit 143) and its summary still has a row
+    for every job: the killed one with its resume command, the two it never reached."""
+    kill = ("+callbacks.kill._target_=signals.SendSignal", "+callbacks.kill.at_step=2", "+callbacks.kill.signum=15")
+    proc = run_cli(tmp_path, "-m", *VAE_SMOKE, "logger=csv", "model.latent_dim=2,3,4", *kill, env=helpers_env(tmp_path))
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("logs/vae/multiruns/*")
+    rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert rows["0"]["status"].startswith("failed: killed by SIGTERM at epoch 1, step 2; resume with:")
+    assert rows["1"]["status"] == rows["2"]["status"] == "not started"
+    assert "model.latent_dim=3" in rows["1"]["overrides"] and "model.latent_dim=4" in rows["2"]["overrides"]
+
+
 def test_resume_refuses_to_change_the_model_and_needs_a_run_folder(tmp_path):
     proc = run_cli(tmp_path, f"resume={tmp_path}")
     assert proc.returncode == 2 and "not a run folder" in proc.stderr and "Traceback" not in proc.stderr
@@ -174,3 +196,5 @@ def test_help_starts_with_the_tasks_and_five_commands(tmp_path):
     for task in ("vae", "resnet", "vit", "clip"):
         assert f"\n  {task} " in head
     assert head.count("python -m experiments ") >= 6 and "resume=" in head
+    (data,) = [line for line in proc.stdout.splitlines() if line.startswith("data: ")]
+    assert data == "data: cifar10, fashion_mnist, images, stl10"  # the shared keys' file is no data set

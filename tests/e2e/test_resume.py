@@ -55,7 +55,7 @@ def test_a_killed_run_stops_at_the_step_and_resumes_in_place(tmp_path, run_exper
 
     if how == "resume":  # python -m experiments resume=<run> trainer.max_epochs=5
         overrides = resume_overrides([f"resume={run}", "trainer.max_epochs=5"])
-        assert overrides[-2:] == [f"hydra.run.dir={run}", f"resume={run}"]
+        assert overrides[-2:] == [f"hydra.run.dir='{run}'", f"resume='{run}'"]  # quoted: any path
     else:  # the same command again, into the same folder: it finds last.ckpt and goes on
         overrides = [*RUN, *killer(sig), logger, "trainer.max_epochs=5", f"hydra.run.dir={run}"]
     exit_code, again = run_experiment(*overrides)

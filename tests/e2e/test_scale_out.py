@@ -126,3 +126,39 @@ def test_optuna_search_prunes_writes_its_study_and_a_second_launch_continues_it(
     study = optuna.load_study(study_name="search", storage=journal_storage(sweep / "optuna.journal"))
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4, 5]  # continued: 2 more, not 6 again
     assert states == [t.state.name for t in study.trials[:4]] and (sweep / "5" / ".hydra").is_dir()
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(params)) == 6  # the continued sampler asked new points (it used to repeat trials 0 and 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["relaunch", "resume"])
+def test_a_trial_killed_mid_way_is_run_again_in_its_folder_and_counted_once(tmp_path, how):
+    """SIGTERM in trial 0 stops the search (exit 143). Either the same command on the folder runs
+    trial 0 again, continuing from its last.ckpt, then trial 1; or FAILED's advice, resume=<trial
+    folder>, finishes trial 0 and tells the study, and the relaunched search only adds trial 1.
+    Either way: two trials, both complete, none failed."""
+    env = cli_env(tmp_path, PYTHONPATH=HELPERS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    once = tmp_path / "signal_sent"
+    search = (
+        "-m", "hparams_search=vae_optuna", "debug=smoke", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+        "logger=csv", "hydra.sweeper.n_trials=2", "+callbacks.kill._target_=signals.SendSignal",
+        "+callbacks.kill.at_step=3", "+callbacks.kill.signum=15", f"+callbacks.kill.once={once}",
+    )  # fmt: skip
+    proc = run_cli(tmp_path, *search, env=env)
+    assert proc.returncode == 143 and once.exists(), proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("logs/vae/multiruns/*")
+    import optuna
+
+    from hydra_plugins.experiments_search.optuna_sweeper import journal_storage
+
+    if how == "resume":
+        proc = run_cli(tmp_path, f"resume={sweep / '0'}", env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        study = optuna.load_study(study_name="search", storage=journal_storage(sweep / "optuna.journal"))
+        assert [t.state.name for t in study.trials] == ["COMPLETE"]  # the resumed trial told the study
+    proc = run_cli(tmp_path, *search, f"hydra.sweep.dir={sweep}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="search", storage=journal_storage(sweep / "optuna.journal"))
+    assert [(t.number, t.state.name) for t in study.trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    assert "resuming the run in" in (sweep / "0" / "__main__.log").read_text()
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["global_step"] == 6

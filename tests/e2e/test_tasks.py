@@ -479,7 +479,7 @@ def test_vit_trains_from_scratch_and_its_best_checkpoint_is_what_the_analyses_se
     for key in ("masking/most_attended_first/accuracy_auc", "masking/least_attended_first/accuracy_auc"):
         assert 0 <= m[key] <= 1, key
     assert "T-shirt/top" in (run / "tables" / "predictions_top_k.csv").read_text()  # the data set's classes name labels
-    best = Path(result["best_checkpoint"])
+    best = run / result["best_checkpoint"]  # relative to the run folder
     assert best.name == "best.ckpt" and (run / "checkpoints" / "last.ckpt").is_file()
 
     # independently: the best checkpoint's weights, loaded into a fresh model, score the test split as reported
@@ -506,7 +506,7 @@ def test_vit_finetune_preset_replaces_a_saved_models_head_and_keeps_its_frozen_b
     result = finished(code, run)
     assert result["model_info"]["finetune"] == "head" and result["model_info"]["num_labels"] == 10
     assert 0 <= result["metrics"]["test/acc"] <= 1 and "masking/random/accuracy_auc" in result["metrics"]
-    state = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(run / result["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     assert state["model.classifier.weight"].shape == (10, 32)
     for key, value in original.state_dict().items():
         if not key.startswith("classifier"):
@@ -572,6 +572,16 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
         "ckpt_path=/nonexistent.ckpt does not exist",
     ),
     "max_epochs below -1": (["data.synthetic=true", "trainer.max_epochs=-2"], "trainer.max_epochs must be"),
+    "seed not a number": (["data.synthetic=true", "seed=abc"], "seed must be an integer, got 'abc'"),
+    "negative learning rate": (["data.synthetic=true", "model.optimizer.lr=-1"], "model.optimizer.lr must be"),
+    "learning rate not a number": (["data.synthetic=true", "model.optimizer.lr=abc"], "model.optimizer.lr must be"),
+    "test_ckpt unknown": (["data.synthetic=true", "test_ckpt=foo"], "test_ckpt must be best, last or null, got 'foo'"),
+    "val_size a fraction above 1": (["data.synthetic=true", "data.val_size=1.5"], "data.val_size=1.5: a fraction"),
+    "pca_dims 0": ([*RESNET_SMOKE, "callbacks.depth_features.pca_dims=0"], "callbacks.depth_features.pca_dims must be"),
+    "ckpt_path not a checkpoint": (
+        ["data.synthetic=true", "ckpt_path=RANDOM_BYTES"],
+        "ckpt_path=RANDOM_BYTES: is damaged or not a checkpoint",
+    ),
     "W&B online without a login": (
         ["data.synthetic=true", "logger=wandb", "logger.wandb.offline=false"],
         "logger.wandb.offline=false (or WANDB_MODE=online) but there is no W&B login",
@@ -656,7 +666,10 @@ def test_a_data_set_read_from_a_fallback_folder_says_which(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     debian = "/usr/share/datasets/fashion-mnist"
     FashionMNISTDataModule(root=str(tmp_path), fallback_roots=[debian], download=False).setup()
-    assert f"nothing under data.root={tmp_path}; read the idx files in {debian} (data.fallback_roots)" in caplog.text
+    (said,) = [r for r in caplog.records if "read the idx files in" in r.getMessage()]
+    assert said.levelname == "WARNING"  # on the terminal, not only in the log file
+    expected = f"nothing under data.root={tmp_path}; read the idx files in {debian} (data.fallback_roots)"
+    assert said.getMessage().endswith(expected)
 
 
 def test_lightning_trainer_flags_need_no_plus(compose_cfg):

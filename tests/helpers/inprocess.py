@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,9 +27,7 @@ def run_experiment(tmp_path: Path, *overrides: str) -> tuple[int, Path]:
     overrides = [f"paths.log_dir={tmp_path / 'logs'}", "trainer.enable_progress_bar=false", *overrides]
     with initialize_config_dir(config_dir=experiments.config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    out = Path(cfg.hydra.run.dir)
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)  # what Hydra's job runner saves: the task's overrides
-    (out / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([o for o in overrides if not o.startswith("hydra.")]))
+    out = Path(cfg.hydra.run.dir)  # its record (.hydra/overrides.yaml ...) is written by the run as it claims it
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(out)
         cfg.hydra.job.name = "experiments"

@@ -1,4 +1,5 @@
-"""A callback that sends this process a signal at a given training step: a kill, in-process."""
+"""Callbacks that end a run on purpose: a signal at a training step or in the test pass (a kill,
+in-process), or an exception (a crash)."""
 
 import os
 from pathlib import Path
@@ -10,13 +11,31 @@ class SendSignal(Callback):
     """`once`: a file; the signal is sent only while it does not exist (it is created then), so a
     requeued or resumed attempt of the same run trains on undisturbed."""
 
-    def __init__(self, at_step: int, signum: int, once: str | None = None):
-        self.at_step, self.signum, self.once = at_step, signum, once
+    def __init__(self, at_step: int, signum: int, once: str | None = None, in_test: bool = False):
+        self.at_step, self.signum, self.once, self.in_test = at_step, signum, once, in_test
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.in_test:  # in the test pass, after training ended
+            self._send()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.at_step:
-            if self.once:
-                if Path(self.once).exists():
-                    return
-                Path(self.once).touch()
-            os.kill(os.getpid(), self.signum)
+        if trainer.global_step == self.at_step and not self.in_test:
+            self._send()
+
+    def _send(self):
+        if self.once:
+            if Path(self.once).exists():
+                return
+            Path(self.once).touch()
+        os.kill(os.getpid(), self.signum)
+
+
+class Crash(Callback):
+    """Raises at a given training step: a run that crashes while fitting."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.at_step:
+            raise RuntimeError(f"crash at step {trainer.global_step}")

@@ -31,3 +31,9 @@ def read_run(path: str | Path, records: bool = False) -> dict:
     lines = [json.loads(line) for line in _inspect(path, "--json").splitlines() if line.strip()]
     run = next(r["run"] for r in lines if r["type"] == "run")
     return {**summary, "group": run.get("run_group"), "job_type": run.get("job_type")}
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """Every history row of an offline run, in the order logged (each with its `_step`)."""
+    lines = [json.loads(line) for line in _inspect(Path(path), "--json").splitlines() if line.strip()]
+    return [r["history"]["item"] for r in lines if r["type"] == "history"]

@@ -121,15 +121,22 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         study = self._study(sweep_dir)
-        for t in study.get_trials(deepcopy=False, states=(State.RUNNING, State.WAITING)):
-            study.tell(t.number, state=State.FAIL)  # left running by a killed search: never finished
-            log.warning("trial %d was left running by an earlier launch: marked failed", t.number)
+        # Trials an earlier launch left running (it was killed): run again in their own folders, where
+        # their jobs continue from last.ckpt; they were counted once already.
+        unfinished = [[t] for t in study.get_trials(deepcopy=False, states=(State.RUNNING, State.WAITING))]
         done = len(study.trials)
         if done:
+            study.sampler.reseed_rng()  # a sampler rebuilt with its seed would ask the first trials' parameters again
             log.info("continuing the study in %s: %d of %d trials done", sweep_dir / JOURNAL, done, self.n_trials)
+        for (t,) in unfinished:
+            log.warning("trial %d was left running by an earlier launch: running it again in its folder", t.number)
         returns = []
-        while done < self.n_trials:
-            trials = [study.ask(self.space) for _ in range(min(self.n_jobs, self.n_trials - done))]
+        while unfinished or done < self.n_trials:
+            if unfinished:
+                trials = unfinished.pop(0)
+            else:
+                trials = [study.ask(self.space) for _ in range(min(self.n_jobs, self.n_trials - done))]
+                done += len(trials)
             batch = [
                 [
                     *arguments,
@@ -149,7 +156,6 @@ class OptunaSweeper(Sweeper):
                 ok = r.status.name == "COMPLETED" and isinstance(value, (int, float)) and math.isfinite(value)
                 study.tell(t.number, float(value) if ok else None, state=State.COMPLETE if ok else State.FAIL)
             returns.append(results)
-            done += len(trials)
         write_search_summary(study, sweep_dir, self.n_trials)
         return returns
 
