@@ -266,6 +266,28 @@ def test_clip_trains_and_the_saved_model_loads_back_with_the_same_zero_shot_accu
         assert loaded[key] == pytest.approx(m[key], abs=1e-6), key
 
 
+def test_clip_fine_tunes_every_weight_of_a_saved_model(tmp_path, run_experiment):
+    import torch
+
+    from models.clip_module import load_clip, register_config, scratch_config
+
+    name, config = register_config(scratch_config(**CLIP_TINY_SCRATCH), stem="tiny_clip_full")
+    saved, _ = load_clip(name, None, config)
+    torch.save(saved.state_dict(), tmp_path / "saved.pt")
+    code, run = run_experiment(
+        *CLIP_TINY_TRAINING,
+        "finetune=full",
+        f"model.name={name}",
+        f"model.model_config={config}",
+        f"model.pretrained={tmp_path / 'saved.pt'}",
+    )
+    result = finished(code, run)
+    assert result["model_info"]["finetune"] == "full" and result["model_info"]["model"] == name
+    state = torch_load(run / result["best_checkpoint"])["state_dict"]
+    changed = [k for k, v in saved.state_dict().items() if not torch.equal(state[f"model.{k}"], v)]
+    assert "visual.conv1.weight" in changed and "token_embedding.weight" in changed  # both towers trained
+
+
 def test_same_modality_control_trains_two_image_towers_and_measures_their_gap(run_experiment):
     tiny = [o for o in CLIP_TINY_TRAINING[1:] if not o.startswith("callbacks.clip_analyses.")]  # no text analyses here
     code, run = run_experiment("experiment=clip_same_modality_fashion_mnist", *tiny)
@@ -276,7 +298,7 @@ def test_same_modality_control_trains_two_image_towers_and_measures_their_gap(ru
         assert 0 <= m[f"{prefix}/norm"] <= 2 and 0 <= m[f"{prefix}/retrieval_top1"] <= 1
         assert 0 <= m[f"{prefix}/modality_separability"] <= 1
     assert "val/gap_norm" in m and not any(k.startswith("zeroshot/") for k in m)
-    state = torch_load(result["best_checkpoint"])["state_dict"]
+    state = torch_load(run / result["best_checkpoint"])["state_dict"]
     assert any(k.startswith("partner_tower.") for k in state) and not any(
         k.startswith("model.transformer.") for k in state
     )
