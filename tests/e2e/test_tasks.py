@@ -639,7 +639,7 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
     ),
     "clip training on unlabelled images": (
         ["task=clip", "train=true", "data=images", "data.synthetic=true"]
-        + ["model.scratch.vision_layers=1", "model.scratch.text_layers=1"],
+        + [f"model.scratch.{k}={v}" for k, v in CLIP_TINY_SCRATCH.items()],
         "finetune=scratch trains on captions made from class names",
     ),
     "callback the model cannot serve": (
