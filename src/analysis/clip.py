@@ -59,6 +59,14 @@ def pair_cosine(image: np.ndarray, text: np.ndarray) -> float:
     return float((normalize(image) * normalize(text)).sum(axis=1).mean())
 
 
+def retrieval_top1(source: np.ndarray, target: np.ndarray) -> float:
+    """How often row i of `source` has row i of `target` as its most cosine-similar row: matched
+    pairs found among all of them (ties count against)."""
+    sims = normalize(source) @ normalize(target).T
+    own = np.diag(sims)
+    return float((np.sum(sims >= own[:, None], axis=1) == 1).mean())
+
+
 def modality_separability(image: np.ndarray, text: np.ndarray, folds: int = 5, seed: int = 0) -> float:
     """Cross-validated accuracy of a linear classifier telling image from text embeddings
     (0.5: inseparable; 1.0: two separate cones)."""

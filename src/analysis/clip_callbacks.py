@@ -1,14 +1,18 @@
 """The clip task's analyses, run once the test pass has embedded the test images.
 
-Needs a module that is contracts.ImageTextEmbedder (models.ClipZeroShot) and data that is
+Needs a module that is contracts.ImageTextEmbedder (models.ClipModule) and data that is
 contracts.EvaluationData; the train split is embedded here, once, when something is fitted.
 Every number goes to metrics.json and the loggers, every table to tables/*.csv and W&B, every
-figure to figures/*.png and W&B.
+figure to figures/*.png and W&B. When the model trains first, the zero-shot accuracy and the gap
+are also measured on the untrained model (`init/...`), before the first step.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +21,16 @@ from sklearn.metrics import confusion_matrix
 
 from . import clip as C
 from . import embedding, figures
-from .contracts import EvaluationData, ImageTextEmbedder
+from .contracts import EvaluationData, ExportsOpenClip, ImageTextEmbedder, TwoTowerEmbedder
 from .evaluation import class_names, eval_batches
 from .evidence import log_figure, log_numbers, log_table
+
+log = logging.getLogger(__name__)
+
+
+def at_initialisation(trainer) -> bool:
+    """Whether fitting starts from step 0 (not a resumed run): the model is still as initialised."""
+    return trainer.global_step == 0 and not trainer.ckpt_path
 
 
 class ClipAnalyses(Callback):
@@ -28,14 +39,19 @@ class ClipAnalyses(Callback):
 
     def __init__(
         self,
-        templates: Mapping[str, Sequence[str]],
+        templates: Mapping[str, Sequence[str] | None],
         pair_template: str = "openai_stl10",
+        train_templates: Sequence[str] | None = None,
+        at_init: bool = True,
         gap_lambdas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
         procrustes_fit_split: str = "train",
         tsne_pairs: int = 500,
         projections: Sequence[str] = ("tsne", "umap"),
         seed: int = 0,
     ):
+        templates = {k: list(v) for k, v in templates.items() if v}  # a set set to null is left out
+        if train_templates:
+            templates = {"train_templates": list(train_templates), **templates}
         if pair_template not in templates:
             raise ValueError(
                 f"callbacks.clip_analyses.pair_template={pair_template!r} "
@@ -45,7 +61,8 @@ class ClipAnalyses(Callback):
             raise ValueError(
                 f"callbacks.clip_analyses.procrustes_fit_split must be train or test, got {procrustes_fit_split!r}"
             )
-        self.templates = {k: list(v) for k, v in templates.items()}
+        self.templates = templates
+        self.train_templates, self.at_init = set(train_templates or []), at_init
         self.pair_template, self.gap_lambdas = pair_template, list(gap_lambdas)
         self.fit_split, self.tsne_pairs, self.projections, self.seed = (
             procrustes_fit_split,
@@ -68,37 +85,67 @@ class ClipAnalyses(Callback):
             y.append(labels.cpu())
         return torch.cat(z).numpy(), torch.cat(y).numpy()
 
-    def on_test_end(self, trainer, pl_module):
-        img, labels = pl_module.test_embeddings()
-        names = class_names(trainer, int(labels.max()) + 1)
-        numbers: dict[str, float] = {}
-
-        # zero-shot accuracy per template set, in one table
-        rows, classes_by_set, preds_by_set = [], {}, {}
+    def zero_shot(self, pl_module, img, labels, names, prefix: str = "zeroshot"):
+        """Zero-shot metrics per template set: (numbers, table rows, class embeddings by set,
+        predictions by set). A row says which share of its prompts the model was trained on."""
+        numbers, rows, classes_by_set, preds_by_set = {}, [], {}, {}
         for set_name, templates in self.templates.items():
             classes = classes_by_set[set_name] = self.class_embeddings(pl_module, names, templates)
             scores = C.zero_shot_scores(img, classes)
             m = C.classification_metrics(scores, labels)
             preds_by_set[set_name] = scores.argmax(1)
             per_class = C.per_class_accuracy(preds_by_set[set_name], labels, len(names))
-            rows.append([set_name, len(templates), m["top1"], m["top5"], m["balanced_acc"], *per_class.tolist()])
-            numbers.update({f"zeroshot/{set_name}/{k}": v for k, v in m.items()})
+            seen = sum(t in self.train_templates for t in templates) / len(templates)
+            rows.append([set_name, len(templates), seen, m["top1"], m["top5"], m["balanced_acc"], *per_class.tolist()])
+            numbers.update({f"{prefix}/{set_name}/{k}": v for k, v in m.items()})
+        numbers[f"{prefix}/best_top1"] = max(r[3] for r in rows)
+        return numbers, rows, classes_by_set, preds_by_set
+
+    def gap_numbers(self, img, text, prefix: str = "gap") -> dict[str, float]:
+        """The modality gap of image/paired-prompt rows: norm, pair cosine, separability."""
+        return {
+            f"{prefix}/norm": C.modality_gap(img, text),
+            f"{prefix}/pair_cosine": C.pair_cosine(img, text),
+            f"{prefix}/modality_separability": C.modality_separability(img, text, seed=self.seed),
+        }
+
+    def on_train_start(self, trainer, pl_module):
+        """The untrained model, before the first step: zero-shot accuracy and the gap on the test
+        split, as `init/...` (not on a resumed run: its weights are no longer the initial ones)."""
+        if not self.at_init or not at_initialisation(trainer) or not trainer.datamodule.has_split("test"):
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        img, labels = self.embed_split(trainer, pl_module, "test")
+        names = class_names(trainer, int(labels.max()) + 1)
+        numbers, _, classes_by_set, _ = self.zero_shot(pl_module, img, labels, names, prefix="init/zeroshot")
+        numbers.update(self.gap_numbers(img, classes_by_set[self.pair_template][labels], prefix="init/gap"))
+        pl_module.train(was_training)
+        log_numbers(trainer, numbers)
+
+    def on_test_end(self, trainer, pl_module):
+        img, labels = pl_module.test_embeddings()
+        names = class_names(trainer, int(labels.max()) + 1)
+        numbers, rows, classes_by_set, preds_by_set = self.zero_shot(pl_module, img, labels, names)
         log_table(
-            trainer, "zeroshot/by_template_set", ["templates", "prompts", "top1", "top5", "balanced_acc", *names], rows
+            trainer,
+            "zeroshot/by_template_set",
+            ["templates", "prompts", "seen_in_training", "top1", "top5", "balanced_acc", *names],
+            rows,
         )
         classes, preds = classes_by_set[self.pair_template], preds_by_set[self.pair_template]
         cm = confusion_matrix(labels, preds, labels=range(len(names)))
         log_figure(
             trainer,
             "zeroshot/confusion_matrix",
-            figures.confusion_figure(cm, names, title=f"zero-shot, templates: {self.pair_template}"),
+            figures.confusion_figure(
+                cm, names, title=f"zero-shot, templates: {self.pair_template}\n{describe(trainer, pl_module)}"
+            ),
         )
-        numbers["zeroshot/best_top1"] = max(r[2] for r in rows)
 
         # the modality gap: each image against its class prompt (the paired text)
         text = classes[labels]
-        numbers.update({"gap/norm": C.modality_gap(img, text), "gap/pair_cosine": C.pair_cosine(img, text)})
-        numbers["gap/modality_separability"] = C.modality_separability(img, text, seed=self.seed)
+        numbers.update(self.gap_numbers(img, text))
         direction = C.gap_vector(img, text)
         gaps, accs = [], []
         for lam in self.gap_lambdas:
@@ -117,7 +164,7 @@ class ClipAnalyses(Callback):
             "gap/shift",
             figures.curves(
                 {"modality gap": {"gap": gaps}, "zero-shot top-1": {"accuracy": accs}},
-                title="shift along the gap direction",
+                title=f"shift along the gap (templates: {self.pair_template})\n{describe(trainer, pl_module)}",
                 x=self.gap_lambdas,
                 xlabel="lambda",
             ),
@@ -163,7 +210,89 @@ class ClipAnalyses(Callback):
                 trainer,
                 f"gap/pairs_{method}",
                 figures.pairs_figure(
-                    projected, labels[pick], names, title=f"{n} test images and their class prompts ({method})"
+                    projected,
+                    labels[pick],
+                    names,
+                    title=f"{n} test images and their class prompts ({method}): {describe(trainer, pl_module)}",
                 ),
             )
         log_numbers(trainer, numbers)
+
+
+def describe(trainer, pl_module) -> str:
+    """Which model and data a figure comes from, for its title: e.g. 'clip_scratch_1a2b3c4d
+    (trained here: scratch) on fashion_mnist test'."""
+    info = pl_module.run_info() if hasattr(pl_module, "run_info") else {}
+    model = info.get("model", type(pl_module).__name__)
+    how = f"trained here: {info['finetune']}" if info.get("finetune") else "as loaded"
+    data = getattr(trainer.datamodule, "name", type(trainer.datamodule).__name__)
+    synthetic = " (synthetic)" if getattr(trainer.datamodule, "synthetic", False) else ""
+    return f"{model} ({how}) on {data}{synthetic} test"
+
+
+class ExportOpenClip(Callback):
+    """Writes the tested model (with train=true: the best checkpoint's weights) as open_clip loads
+    it: `open_clip/<name>.json` (its model config) and `open_clip/<name>.pt` (its state dict), and
+    says how to load it back: model.name=<name> model.model_config=<json> model.pretrained=<pt>."""
+
+    module_needs = (ExportsOpenClip,)
+
+    def __init__(self, only_trained: bool = True):
+        self.only_trained = only_trained
+
+    def on_test_end(self, trainer, pl_module):
+        if not trainer.is_global_zero or (self.only_trained and not pl_module.run_info().get("finetune")):
+            return
+        config, state = pl_module.open_clip_export()
+        name = pl_module.run_info()["model"]
+        folder = Path(trainer.default_root_dir) / "open_clip"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        torch.save(state, folder / f"{name}.pt")
+        log.info(
+            "open_clip model written: load it back with model.name=%s model.model_config=%s model.pretrained=%s",
+            name,
+            folder / f"{name}.json",
+            folder / f"{name}.pt",
+        )
+
+
+class SameModalityGap(Callback):
+    """The same-modality control (Fahim et al. 2024, model.partner=image): two image towers trained
+    contrastively on two augmentations of the same image. Measures, on the unaugmented test
+    images through both towers, before the first step (`init/...`) and after training: the gap
+    between the towers' embeddings (Liang et al.'s norm), the pair cosine, how linearly separable
+    the two towers' embeddings are, and how often an image's embedding in one tower retrieves its
+    own embedding in the other (top-1 among `retrieval_images` images)."""
+
+    module_needs = (TwoTowerEmbedder,)
+    data_needs = (EvaluationData,)
+
+    def __init__(self, retrieval_images: int = 2000, seed: int = 0):
+        self.retrieval_images, self.seed = retrieval_images, seed
+
+    def numbers(self, a: np.ndarray, b: np.ndarray, prefix: str) -> dict[str, float]:
+        n = min(self.retrieval_images, len(a))
+        return {
+            f"{prefix}/norm": C.modality_gap(a, b),
+            f"{prefix}/pair_cosine": C.pair_cosine(a, b),
+            f"{prefix}/modality_separability": C.modality_separability(a, b, seed=self.seed),
+            f"{prefix}/retrieval_top1": C.retrieval_top1(a[:n], b[:n]),
+        }
+
+    def on_train_start(self, trainer, pl_module):
+        if not at_initialisation(trainer) or not trainer.datamodule.has_split("test"):
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        a, b = [], []
+        for x, _ in eval_batches(trainer, pl_module, split="test"):
+            za, zb = pl_module.encode_pair(x)
+            a.append(za.float().cpu())
+            b.append(zb.float().cpu())
+        pl_module.train(was_training)
+        log_numbers(trainer, self.numbers(torch.cat(a).numpy(), torch.cat(b).numpy(), "init/gap"))
+
+    def on_test_end(self, trainer, pl_module):
+        a, b = pl_module.test_pair_embeddings()
+        log_numbers(trainer, self.numbers(a, b, "gap"))

@@ -133,13 +133,34 @@ class LatentGenerative(Protocol):
 @runtime_checkable
 class ImageTextEmbedder(Protocol):
     """Normalised image and text embeddings of a shared space, and the test split's image
-    embeddings gathered during the test pass. Provided by models.ClipZeroShot."""
+    embeddings gathered during the test pass. Provided by models.ClipModule."""
 
     def encode_images(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def encode_texts(self, texts: Sequence[str]) -> Any: ...
 
     def test_embeddings(self) -> tuple[Any, Any]: ...
+
+
+@runtime_checkable
+class TwoTowerEmbedder(Protocol):
+    """Two image towers embedding the same images (the same-modality control), and both towers'
+    embeddings of the test split gathered during the test pass. Provided by models.ClipModule
+    with partner=image."""
+
+    def encode_pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def test_pair_embeddings(self) -> tuple[Any, Any]: ...
+
+
+@runtime_checkable
+class ExportsOpenClip(Protocol):
+    """An open_clip model that can be written as open_clip loads it: (model config, state dict),
+    and `run_info()["model"]` its name. Provided by models.ClipModule."""
+
+    def open_clip_export(self) -> tuple[dict, dict]: ...
+
+    def run_info(self) -> dict[str, Any]: ...
 
 
 @runtime_checkable

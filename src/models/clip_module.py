@@ -1,19 +1,42 @@
-"""open_clip models for zero-shot evaluation: loading (offline-aware) and embedding."""
+"""open_clip models: loading (offline-aware), embedding, and contrastive training.
+
+Without `finetune` an open_clip model is used as it is (zero-shot). With it, the model is trained
+first on image-caption pairs made from a labelled data set: each image's caption is one of
+`train_templates` filled with its class name, drawn anew every step; the loss is open_clip's own
+`ClipLoss` (symmetric InfoNCE) at a learned or fixed temperature. `finetune=scratch` builds the
+two towers from nothing from `scratch` keys (an open_clip model config, registered with
+`open_clip.add_model_config` and built by `open_clip.create_model`, as a JSON config would be);
+`finetune=full` trains every weight of a loaded model.
+
+`partner=image` is the same-modality control (Fahim et al. 2024): the text tower is replaced by a
+second image tower of the same shape, and the pair of an image is a second random augmentation
+of the same image, through the other tower.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Sequence
+import math
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .hub import hub_offline
 from .inference import bf16_on_gpu
 
 log = logging.getLogger(__name__)
+
+FINETUNE_MODES = ("full", "scratch")
+PARTNERS = ("text", "image")
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned logit scale at 100 (temperature 0.01)
 
 
 def load_clip(name: str, pretrained: str | None, model_config: str | None = None):
@@ -39,42 +62,264 @@ def load_clip(name: str, pretrained: str | None, model_config: str | None = None
             )
         hub_offline()  # without a network: fail at once unless cached, not after ~46 s of retries
     try:
-        model = open_clip.create_model(name, pretrained=pretrained)
+        with quiet_open_clip(logging.WARNING if pretrained is None else logging.INFO):  # random weights: asked for
+            model = open_clip.create_model(name, pretrained=pretrained)
+            tokenizer = open_clip.get_tokenizer(name)
     except Exception as e:  # noqa: BLE001
         raise RuntimeError(
             f"could not load open_clip {name} with pretrained={pretrained} "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             f"Offline: set model.pretrained=PATH to a local checkpoint, or model.pretrained=null for random weights"
         ) from e
-    return model.eval(), open_clip.get_tokenizer(name)
+    return model.eval(), tokenizer
 
 
-class ClipZeroShot(pl.LightningModule):
-    """Embeds images with an open_clip model during `trainer.test`, and class prompts on request.
+@contextmanager
+def quiet_open_clip(level: int = logging.INFO) -> Iterator[None]:
+    """open_clip logs every step of building a model at INFO on the root logger: not for a user."""
+    logging.disable(level)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def scratch_config(
+    embed_dim: int = 512,
+    image_size: int = 224,
+    patch_size: int = 32,
+    vision_width: int = 768,
+    vision_layers: int = 12,
+    vision_head_width: int = 64,
+    text_width: int = 512,
+    text_heads: int = 8,
+    text_layers: int = 12,
+    context_length: int = 77,
+    temperature: float = 0.07,
+) -> dict:
+    """An open_clip model config (the schema of open_clip's model_configs/*.json) from the keys of
+    `model.scratch` (defaults: ViT-B-32's shape), checked so that a bad key fails now, naming
+    itself. `temperature` sets the config's init_logit_scale (log 1/temperature)."""
+    sizes = {"embed_dim": embed_dim, "image_size": image_size, "patch_size": patch_size}
+    sizes.update({"vision_width": vision_width, "vision_layers": vision_layers, "vision_head_width": vision_head_width})
+    sizes.update({"text_width": text_width, "text_heads": text_heads, "text_layers": text_layers})
+    sizes["context_length"] = context_length
+    for key, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"model.scratch.{key} must be a positive integer, got {value!r}")
+    if image_size % patch_size:
+        raise ValueError(
+            f"model.scratch.patch_size={patch_size} does not divide model.scratch.image_size={image_size}: "
+            "the patches must tile the image"
+        )
+    if vision_width % vision_head_width:
+        raise ValueError(
+            f"model.scratch.vision_head_width={vision_head_width} does not divide "
+            f"model.scratch.vision_width={vision_width}: each head takes vision_head_width dimensions"
+        )
+    if text_width % text_heads:
+        raise ValueError(
+            f"model.scratch.text_heads={text_heads} does not divide model.scratch.text_width={text_width}: "
+            "each head takes text_width / text_heads dimensions"
+        )
+    return {
+        "embed_dim": embed_dim,
+        "init_logit_scale": math.log(1.0 / temperature),
+        "vision_cfg": {
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "width": vision_width,
+            "layers": vision_layers,
+            "head_width": vision_head_width,
+        },
+        "text_cfg": {
+            "context_length": context_length,
+            "vocab_size": 49408,  # open_clip's BPE tokenizer (it ships with the package)
+            "width": text_width,
+            "heads": text_heads,
+            "layers": text_layers,
+        },
+    }
+
+
+def register_config(config: dict, stem: str = "clip_scratch") -> tuple[str, str]:
+    """Write an open_clip model config as JSON and register it: (model name, file). The name carries
+    a hash of the config, so two different configs in one process never share a name."""
+    text = json.dumps(config, indent=2, sort_keys=True)
+    name = f"{stem}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    path = Path(tempfile.mkdtemp(prefix="open_clip_config_")) / f"{name}.json"
+    path.write_text(text)
+    return name, str(path)
+
+
+def two_views(x: torch.Tensor, scale: tuple[float, float] = (0.7, 1.0), shift: float = 0.15) -> torch.Tensor:
+    """A random augmentation per image, batched on the device: zoom (scale of the crop), shift (as a
+    fraction of the side) and horizontal flip, one affine resampling."""
+    n = x.shape[0]
+    s = torch.empty(n, device=x.device).uniform_(*scale)
+    flip = torch.where(torch.rand(n, device=x.device) < 0.5, -1.0, 1.0)
+    t = torch.empty(n, 2, device=x.device).uniform_(-shift, shift)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = s * flip, s, t
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class ClipModule(pl.LightningModule):
+    """An open_clip model: used zero-shot as loaded, or trained here first (`finetune`).
 
     After the test pass `test_embeddings()` holds the test split's (normalised image embeddings,
     labels) as numpy arrays: computed once per run and shared by every analysis
-    (contracts.ImageTextEmbedder).
+    (contracts.ImageTextEmbedder). With `partner=image`, `test_pair_embeddings()` holds both image
+    towers' embeddings of the unaugmented test images (contracts.TwoTowerEmbedder).
     """
 
-    def __init__(self, name: str = "ViT-B-32", pretrained: str | None = "openai", model_config: str | None = None):
+    def __init__(
+        self,
+        name: str | None = "ViT-B-32",
+        pretrained: str | None = "openai",
+        model_config: str | None = None,
+        finetune: str | None = None,
+        scratch: dict | None = None,
+        train_templates: Sequence[str] = ("a photo of a {}.",),
+        temperature: float = 0.07,
+        learn_temperature: bool = True,
+        partner: str = "text",
+        optimizer: Callable | None = None,
+    ):
         super().__init__()
-        self.save_hyperparameters()
-        self.model, self.tokenizer = load_clip(name, pretrained, model_config)
-        for p in self.model.parameters():
-            p.requires_grad = False
-        self._test_embeddings: tuple[np.ndarray, np.ndarray] | None = None  # set by the test pass
-        self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if finetune is not None and finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be null or one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
+        if partner not in PARTNERS:
+            raise ValueError(f"model.partner must be one of {', '.join(PARTNERS)}, got {partner!r}")
+        if partner == "image" and finetune is None:
+            raise ValueError("model.partner=image (the same-modality control) trains: set train=true")
+        if not (isinstance(temperature, int | float) and 0 < temperature):
+            raise ValueError(f"model.temperature must be a positive number, got {temperature!r}")
+        templates = list(train_templates or [])
+        if finetune is not None and partner == "text":
+            if not templates or any("{}" not in t for t in templates):
+                raise ValueError("model.train_templates must be a list of captions, each with {} for the class name")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.finetune, self.partner, self.optimizer_factory = finetune, partner, optimizer
+        self.train_templates = templates
+        self.learn_temperature = learn_temperature
+        if finetune == "scratch":
+            config = scratch_config(**{**(scratch or {}), "temperature": temperature})
+            name, path = register_config(config)
+            self.model, self.tokenizer = load_clip(name, None, path)
+            self.model_name, self.open_clip_config = name, config
+        else:
+            if not name:
+                raise ValueError(
+                    "model.name is not set: give an open_clip architecture, or train from nothing with finetune=scratch"
+                )
+            self.model, self.tokenizer = load_clip(name, pretrained, model_config)
+            self.model_name = name
+            import open_clip
 
+            self.open_clip_config = open_clip.get_model_config(name)
+        if finetune is not None:
+            with torch.no_grad():  # the loss temperature: the model's logit scale, log(1 / temperature)
+                self.model.logit_scale.fill_(math.log(1.0 / temperature))
+        if partner == "image":
+            from open_clip.model import _build_vision_tower
+
+            self.model.transformer = None  # the text tower is not used; a second image tower takes its place
+            self.partner_tower = _build_vision_tower(
+                self.open_clip_config["embed_dim"], self.open_clip_config["vision_cfg"]
+            )
+        trains = finetune is not None
+        for p in self.parameters():
+            p.requires_grad = trains
+        self.model.logit_scale.requires_grad = trains and learn_temperature
+        self.model.train(trains)  # Lightning keeps each module's mode: a model that trains must start in train mode
+        self.loss = None  # open_clip's ClipLoss, made in setup() once the world size is known
+        self.classes: list[str] = []
+        self.register_buffer("caption_tokens", None, persistent=False)  # (classes, templates, context)
+        self._test_embeddings: tuple[np.ndarray, np.ndarray] | None = None  # set by the test pass
+        self._test_pairs: tuple[np.ndarray, np.ndarray] | None = None
+        self._test: list = []
+        self._val: list = []
+        self._val_classes: torch.Tensor | None = None
+
+    # -- what the model is ---------------------------------------------------------------------
     @property
     def image_size(self) -> int:
         size = self.model.visual.image_size
         return size[0] if isinstance(size, (tuple, list)) else int(size)
 
+    def run_info(self) -> dict:
+        """What the run records about the model (contracts.ReportsRunInfo)."""
+        return {
+            "model": self.model_name,
+            "finetune": self.finetune,
+            "partner": self.partner,
+            "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
+            "image_size": self.image_size,
+            "temperature": "learned" if self.learn_temperature else self.hparams.temperature,
+            "final_temperature": float(1.0 / self.model.logit_scale.detach().exp()),
+            "train_templates": len(self.train_templates) if self.partner == "text" else 0,
+        }
+
+    def open_clip_export(self) -> tuple[dict, dict]:
+        """(open_clip model config, open_clip state dict): what open_clip.create_model loads back
+        (contracts.ExportsOpenClip)."""
+        if self.partner != "text":
+            raise ValueError("model.partner=image is not a CLIP: nothing to export")
+        return self.open_clip_config, {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    # -- data-set classes ----------------------------------------------------------------------
+    def check_setup(self, model, datamodule) -> None:
+        """Called by the run loop once the data is read: training needs the data set's class names,
+        from which the captions are made."""
+        if self.finetune is None:
+            return
+        classes = [str(c) for c in getattr(datamodule, "classes", [])]
+        if not classes or not getattr(datamodule, "labelled", True):
+            raise ValueError(
+                f"finetune={self.finetune} trains on captions made from class names: choose a labelled data set "
+                "(data=fashion_mnist | cifar10 | stl10, data=images with data.class_folders=true, "
+                "or data.synthetic=true)"
+            )
+        self.classes = classes
+        if self.partner == "text":
+            texts = [t.format(c) for c in classes for t in self.train_templates]
+            tokens = self.tokenizer(texts)
+            self.caption_tokens = tokens.view(len(classes), len(self.train_templates), -1).to(self.device)
+
+    def setup(self, stage: str) -> None:
+        if self.finetune is not None and self.loss is None:
+            from open_clip import ClipLoss
+
+            world = self.trainer.world_size if self._trainer is not None else 1
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            self.loss = ClipLoss(cache_labels=True, rank=rank, world_size=world)  # all ranks' pairs are negatives
+
+    # -- embedding -----------------------------------------------------------------------------
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-ready images at the model's input side (resized on the device where they differ)."""
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-ready images -> unnormalised image features (what the model summary counts)."""
+        return self.model.encode_image(self.pixels(x))
+
     @torch.no_grad()
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
         with bf16_on_gpu(self.device):
-            return torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1)
+            return F.normalize(self.model.encode_image(self.pixels(x)).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """partner=image: both towers' normalised embeddings of the same images (contracts.TwoTowerEmbedder)."""
+        x = self.pixels(x)
+        with bf16_on_gpu(self.device):
+            a = self.model.encode_image(x).float()
+            b = self.partner_tower(x).float()
+        return F.normalize(a, dim=-1), F.normalize(b, dim=-1)
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -83,7 +328,7 @@ class ClipZeroShot(pl.LightningModule):
         for i in range(0, len(texts), 256):
             tokens = self.tokenizer(list(texts[i : i + 256])).to(self.device)
             with bf16_on_gpu(self.device):
-                out.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
+                out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
         return torch.cat(out).numpy()
 
     def test_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
@@ -92,18 +337,110 @@ class ClipZeroShot(pl.LightningModule):
             raise RuntimeError("no test embeddings: run trainer.test first")
         return self._test_embeddings
 
+    def test_pair_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """partner=image: (tower A, tower B) normalised embeddings of the test images."""
+        if self._test_pairs is None:
+            raise RuntimeError("no test pair embeddings: run trainer.test first (with model.partner=image)")
+        return self._test_pairs
+
+    # -- training ------------------------------------------------------------------------------
+    def pair_features(self, x: torch.Tensor, y: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised (image, partner) features of a batch of pairs, with gradients. Captions: a
+        random train template per image while training, template i mod T otherwise; each distinct
+        caption is encoded once per batch (a batch repeats few: classes x templates)."""
+        x = self.pixels(x)
+        if self.partner == "image":
+            return self.model.encode_image(two_views(x)), self.partner_tower(two_views(x))
+        n_templates = self.caption_tokens.shape[1]
+        if train:
+            which = torch.randint(n_templates, y.shape, device=y.device)
+        else:
+            which = torch.arange(len(y), device=y.device) % n_templates
+        index = y * n_templates + which
+        unique, inverse = torch.unique(index, return_inverse=True)
+        text = self.model.encode_text(self.caption_tokens.flatten(0, 1)[unique])[inverse]
+        return self.model.encode_image(x), text
+
+    def _contrastive(self, batch, stage: str):
+        x, y = batch
+        image, partner = self.pair_features(x, y, train=stage == "train")
+        image, partner = F.normalize(image.float(), dim=-1), F.normalize(partner.float(), dim=-1)
+        loss = self.loss(image, partner, self.model.logit_scale.exp())
+        n = len(y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=n, prog_bar=True)
+        return loss, image.detach(), partner.detach()
+
+    def training_step(self, batch, batch_idx):
+        loss, _, _ = self._contrastive(batch, "train")
+        self.log("train/temperature", 1.0 / self.model.logit_scale.detach().exp(), on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.learn_temperature:
+            with torch.no_grad():  # as CLIP: the learned logit scale stays within [1, 100]
+                self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+    def on_validation_epoch_start(self):
+        self._val = []
+        if self.partner == "text":  # the class prompts of the train templates, ensembled, once per epoch
+            c, t, _ = self.caption_tokens.shape
+            with torch.no_grad():
+                text = F.normalize(self.model.encode_text(self.caption_tokens.flatten(0, 1)).float(), dim=-1)
+                self._val_classes = F.normalize(text.view(c, t, -1).mean(1), dim=-1)
+
+    def validation_step(self, batch, batch_idx):
+        _, image, partner = self._contrastive(batch, "val")
+        y = batch[1]
+        self._val.append((image, partner, y))
+        if self.partner == "text":
+            acc = ((image @ self._val_classes.T).argmax(-1) == y).float().mean()
+            self.log("val/zeroshot_top1", acc, on_epoch=True, batch_size=len(y), prog_bar=True, sync_dist=True)
+
+    def on_validation_epoch_end(self):
+        """The modality gap on the validation pairs, each epoch (Liang et al.: ||mean image - mean partner||)."""
+        if not self._val:
+            return
+        image, partner, _ = (torch.cat(t) for t in zip(*self._val, strict=True))
+        gap = (image.mean(0) - partner.mean(0)).norm()
+        self.log("val/gap_norm", gap, sync_dist=True)
+        self.log("val/pair_cosine", (image * partner).sum(-1).mean(), sync_dist=True)
+        self._val = []
+
+    def configure_optimizers(self):
+        if self.finetune is None:
+            return None  # zero-shot: nothing trains
+        if self.optimizer_factory is None:  # the optimizer and its defaults live in conf/model/clip.yaml only
+            raise ValueError(
+                "model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/clip.yaml"
+            )
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:  # as open_clip's training: no weight decay on gains, biases and the logit scale
+                (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
+        return self.optimizer_factory(params=[{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+
+    # -- the test pass -------------------------------------------------------------------------
     def on_test_epoch_start(self):
         self._test = []
 
     def test_step(self, batch, batch_idx):
         x, y = batch
+        if self.partner == "image":
+            a, b = self.encode_pair(x)
+            self._test.append((a, b, y))
+            return {"embeddings": a}
         z = self.encode_images(x)
         self._test.append((z, y))  # kept on the device: a copy to the host per batch would wait for each
         return {"embeddings": z}
 
     def on_test_epoch_end(self):
-        z, y = (torch.cat(t).cpu() for t in zip(*self._test, strict=False))
-        self._test, self._test_embeddings = [], (z.numpy(), y.numpy())
+        parts = [torch.cat(t).cpu().numpy() for t in zip(*self._test, strict=True)]
+        if self.partner == "image":
+            self._test_pairs = (parts[0], parts[1])
+            self._test_embeddings = (parts[0], parts[2])
+        else:
+            self._test_embeddings = (parts[0], parts[1])
+        self._test = []
 
-    def configure_optimizers(self):
-        return None
+
+ClipZeroShot = ClipModule  # the name this module had while it could only evaluate

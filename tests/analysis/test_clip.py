@@ -71,3 +71,15 @@ def test_mcnemar_counts_discordant_pairs():
     assert (out["only_a_right"], out["only_b_right"]) == (6, 1)
     assert out["p_value"] == pytest.approx(0.125)  # 2 * P(X <= 1), X ~ Bin(7, 1/2) = 2 * 8/128
     assert C.mcnemar(a, a)["p_value"] == 1.0
+
+
+def test_retrieval_top1_matches_a_loop_and_known_cases():
+    a = rng(3).normal(size=(40, 6))
+    b = a + rng(4).normal(scale=1.0, size=(40, 6))
+    hits = 0
+    for i in range(40):  # independently: the cosine of row i to every row of b, own pair strictly best
+        cos = [float(a[i] @ b[j] / np.linalg.norm(a[i]) / np.linalg.norm(b[j])) for j in range(40)]
+        hits += all(cos[i] > c for j, c in enumerate(cos) if j != i)
+    assert C.retrieval_top1(a, b) == pytest.approx(hits / 40)
+    assert C.retrieval_top1(a, a) == 1.0  # each row finds itself
+    assert C.retrieval_top1(a, np.roll(a, 1, axis=0)) == 0.0  # each row's partner is another row

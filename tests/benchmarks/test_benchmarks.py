@@ -42,6 +42,7 @@ ALL = {"framework", "seed", "bound"}
         ("vae_train", ["vae_train"]),
         ("clip_embedding", ["clip_embedding"]),
         ("vit_analyses", ["vit_analyses"]),
+        ("clip_train", ["clip_train"]),
     ],
 )
 def test_each_benchmark_reports_framework_seed_bound_and_their_ratios(tmp_path, monkeypatch, name, outputs):
@@ -91,7 +92,7 @@ def test_gpu_check_names_only_benchmarks_that_exist_and_passes_its_arguments_on(
     """The script's own logic in a second, with a stand-in python (each benchmark runs for real above)."""
     script = (BENCHMARKS / "gpu_check.sh").read_text()
     names = script.split("${BENCHMARKS:-", 1)[1].split("}", 1)[0].split()
-    assert names == ["vit_train", "resnet_train", "vae_train", "clip_embedding", "vit_analyses"]
+    assert names == ["vit_train", "resnet_train", "vae_train", "clip_embedding", "vit_analyses", "clip_train"]
     assert all((BENCHMARKS / f"{n}.py").is_file() for n in names)
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON)
@@ -144,10 +145,15 @@ def test_gpu_check_runs_every_benchmark_and_writes_one_table(tmp_path):
     user runs it: about 100 s on 2 cores."""
     out = tmp_path / "out"
     done = gpu_check(
-        out, sys.executable, "vit_train resnet_train vae_train clip_embedding vit_analyses", "--tiny", "--device", "cpu"
+        out,
+        sys.executable,
+        "vit_train resnet_train vae_train clip_embedding vit_analyses clip_train",
+        "--tiny",
+        "--device",
+        "cpu",
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary) == 6 and all(set(r["ratios"]) == {"framework/seed", "framework/bound"} for r in summary)
+    assert len(summary) == 7 and all(set(r["ratios"]) == {"framework/seed", "framework/bound"} for r in summary)
     table = (out / "summary.md").read_text().splitlines()
-    assert len(table) == 8 and all("x |" in row for row in table[2:])
+    assert len(table) == 9 and all("x |" in row for row in table[2:])

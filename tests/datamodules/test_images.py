@@ -54,3 +54,39 @@ def test_synthetic_images_and_batches():
     assert [len(y) for _, y in batches] == [2, 2, 1]
     assert batches[0][0].shape == (2, 3, 24, 24) and batches[0][0].dtype == torch.float32  # scaled to [0, 1]
     assert 0 <= float(batches[0][0].min()) and float(batches[0][0].max()) <= 1
+
+
+def write_class_folders(root, per_class=10, side=20):
+    """root/<class>/*.png: red squares, blue squares, green squares (and one broken file)."""
+    from PIL import Image
+
+    colours = {"blue": (0, 0, 220), "green": (0, 200, 0), "red": (210, 0, 0)}
+    for name, colour in colours.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (side + i, side), colour).save(root / name / f"{name}_{i}.png")
+    (root / "red" / "broken.jpg").write_bytes(b"not a jpeg")
+    return list(colours)
+
+
+def test_class_folders_are_labelled_by_folder_and_split(tmp_path, caplog):
+    classes = write_class_folders(tmp_path / "photos")
+    dm = ImagesDataModule(root=str(tmp_path / "photos"), class_folders=True, image_size=16, val_size=3, test_size=0.2)
+    dm.setup()
+    assert dm.classes == tuple(classes) and dm.labelled and "broken.jpg" in caplog.text
+    sizes = {k: len(v) for k, v in dm.splits.items()}
+    assert sizes == {"test": 6, "val": 3, "train": 21}  # 30 readable images
+    for split in dm.splits.values():  # each image's label is its folder's colour: the channel that is lit
+        lit = split.images.float().mean((2, 3)).argmax(1)
+        assert (lit == torch.tensor([2, 1, 0])[split.labels]).all()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape[1:] == (3, 16, 16) and y.dtype == torch.long
+    assert len(dm.names) == 6  # the test split's files, in its order
+
+
+def test_class_folders_need_a_root_with_class_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        ImagesDataModule(class_folders=True)
+    (tmp_path / "only").mkdir()
+    with pytest.raises(ValueError, match="one folder per class"):
+        ImagesDataModule(root=str(tmp_path), class_folders=True)

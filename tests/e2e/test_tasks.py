@@ -182,11 +182,174 @@ def test_clip_run_with_a_tiny_saved_model(tmp_path, run_experiment):
         "gap_pairs_pca.png",
     }
     table = (run / "tables" / "zeroshot_by_template_set.csv").read_text().splitlines()
-    assert table[0].startswith("templates,prompts,top1,top5,balanced_acc,airplane") and len(table) == 6
+    assert table[0].startswith("templates,prompts,seen_in_training,top1,top5,balanced_acc,airplane") and len(table) == 6
+    assert not (run / "open_clip").exists()  # a loaded model is not written again
     (wandb_dir,) = run.glob("wandb/offline-run-*")
     history = read_run(wandb_dir)["summary"]
     assert history["zeroshot/by_template_set"]["_type"] == "table-file"
     assert history["gap/norm"] == pytest.approx(m["gap/norm"])
+
+
+CLIP_TINY_SCRATCH = {  # a CLIP that trains in seconds
+    "embed_dim": 16,
+    "image_size": 28,
+    "patch_size": 7,
+    "vision_width": 32,
+    "vision_layers": 1,
+    "vision_head_width": 16,
+    "text_width": 32,
+    "text_heads": 2,
+    "text_layers": 1,
+    "context_length": 16,
+}
+CLIP_TINY_TRAINING = (  # the preset, shrunk: 2 epochs of 4 steps on synthetic FashionMNIST, analyses on 64 test images
+    "experiment=clip_scratch_fashion_mnist",
+    "data.synthetic=true",
+    "data.synthetic_size=320",
+    "data.batch_size=32",
+    "data.eval_batch_size=32",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_test_batches=2",
+    "callbacks.clip_analyses.projections=[pca]",
+    "callbacks.clip_analyses.tsne_pairs=40",
+    "logger=csv",
+    *(f"model.scratch.{k}={v}" for k, v in CLIP_TINY_SCRATCH.items()),
+)
+
+
+def test_clip_trains_and_the_saved_model_loads_back_with_the_same_zero_shot_accuracy(run_experiment):
+    code, run = run_experiment(*CLIP_TINY_TRAINING, "logger=wandb")
+    result = finished(code, run)
+    m = result["metrics"]
+    assert result["epochs"] == 2 and result["global_step"] == 8
+    assert result["model_info"]["finetune"] == "scratch" and result["model_info"]["train_templates"] == 8
+    for key in (
+        "train/loss",
+        "val/loss",
+        "val/zeroshot_top1",
+        "val/gap_norm",
+        "init/gap/norm",
+        "init/gap/modality_separability",
+        "init/zeroshot/heldout/top1",
+        "zeroshot/heldout/top1",
+        "zeroshot/train_templates/top1",
+        "gap/norm",
+        "gap/modality_separability",
+        "procrustes/uncentred/top1_after",
+    ):
+        assert math.isfinite(m[key]), key
+    assert result["best_checkpoint"].endswith("best.ckpt")
+    table = (run / "tables" / "zeroshot_by_template_set.csv").read_text().splitlines()
+    assert [r.split(",")[:3] for r in table[1:]] == [
+        ["train_templates", "8", "1.0"],
+        ["heldout", "6", "0.0"],
+        ["heldout_bare", "1", "0.0"],
+    ]
+    (wandb_dir,) = run.glob("wandb/offline-run-*")
+    history = read_run(wandb_dir)["summary"]
+    assert history["init/gap/norm"] == pytest.approx(m["init/gap/norm"]) and "val/gap_norm" in history
+
+    # the best checkpoint, written as open_clip loads it, back through model.pretrained=<file>: the same numbers
+    (config,) = (run / "open_clip").glob("*.json")
+    code, again = run_experiment(
+        *CLIP_TINY_TRAINING,
+        "train=false",  # zero-shot only: the preset's data and templates, the saved model
+        f"model.name={config.stem}",
+        f"model.model_config={config}",
+        f"model.pretrained={config.with_suffix('.pt')}",
+        "callbacks.clip_analyses.train_templates=${model.train_templates}",
+    )
+    assert code == 0 and again != run
+    loaded = json.loads((again / "metrics.json").read_text())["metrics"]
+    for key in ("zeroshot/heldout/top1", "zeroshot/train_templates/top1", "gap/norm"):
+        assert loaded[key] == pytest.approx(m[key], abs=1e-6), key
+
+
+def test_clip_fine_tunes_every_weight_of_a_saved_model(tmp_path, run_experiment):
+    import torch
+
+    from models.clip_module import load_clip, register_config, scratch_config
+
+    name, config = register_config(scratch_config(**CLIP_TINY_SCRATCH), stem="tiny_clip_full")
+    saved, _ = load_clip(name, None, config)
+    torch.save(saved.state_dict(), tmp_path / "saved.pt")
+    code, run = run_experiment(
+        *CLIP_TINY_TRAINING,
+        "finetune=full",
+        f"model.name={name}",
+        f"model.model_config={config}",
+        f"model.pretrained={tmp_path / 'saved.pt'}",
+    )
+    result = finished(code, run)
+    assert result["model_info"]["finetune"] == "full" and result["model_info"]["model"] == name
+    state = torch_load(run / result["best_checkpoint"])["state_dict"]
+    changed = [k for k, v in saved.state_dict().items() if not torch.equal(state[f"model.{k}"], v)]
+    assert "visual.conv1.weight" in changed and "token_embedding.weight" in changed  # both towers trained
+
+
+def test_same_modality_control_trains_two_image_towers_and_measures_their_gap(run_experiment):
+    tiny = [o for o in CLIP_TINY_TRAINING[1:] if not o.startswith("callbacks.clip_analyses.")]  # no text analyses here
+    code, run = run_experiment("experiment=clip_same_modality_fashion_mnist", *tiny)
+    result = finished(code, run)
+    m = result["metrics"]
+    assert result["model_info"]["partner"] == "image" and result["optimized_metric"] == "gap/norm"
+    for prefix in ("init/gap", "gap"):
+        assert 0 <= m[f"{prefix}/norm"] <= 2 and 0 <= m[f"{prefix}/retrieval_top1"] <= 1
+        assert 0 <= m[f"{prefix}/modality_separability"] <= 1
+    assert "val/gap_norm" in m and not any(k.startswith("zeroshot/") for k in m)
+    state = torch_load(run / result["best_checkpoint"])["state_dict"]
+    assert any(k.startswith("partner_tower.") for k in state) and not any(
+        k.startswith("model.transformer.") for k in state
+    )
+
+
+def test_clip_trains_on_a_users_class_folders(tmp_path, run_experiment):
+    from PIL import Image
+
+    for name, colour in {"apple": (220, 0, 0), "leaf": (0, 200, 0), "sky": (0, 0, 230)}.items():
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (30, 30 + i), colour).save(tmp_path / "photos" / name / f"{i}.png")
+    code, run = run_experiment(
+        "task=clip",
+        "train=true",
+        "data=images",
+        f"data.root={tmp_path / 'photos'}",
+        "data.class_folders=true",
+        "data.image_size=28",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "callbacks.clip_analyses.projections=[pca]",
+        "callbacks.clip_analyses.tsne_pairs=8",
+        "logger=csv",
+        *(f"model.scratch.{k}={v}" for k, v in CLIP_TINY_SCRATCH.items()),
+    )
+    result = finished(code, run)
+    assert result["global_step"] == 4  # 36 images: 7 test, 4 val, 25 train in batches of 8
+    table = (run / "tables" / "zeroshot_by_template_set.csv").read_text()
+    assert "apple,leaf,sky" in table.splitlines()[0] and "train_templates,8,1.0" in table
+    assert math.isfinite(result["metrics"]["gap/norm"]) and list((run / "open_clip").glob("*.pt"))
+
+
+def torch_load(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_clip_presets_compose_to_what_they_promise(compose_cfg):
+    from models.clip_module import scratch_config
+
+    cfg = compose_cfg("experiment=clip_scratch_fashion_mnist")
+    assert (cfg.train, cfg.model.finetune, cfg.monitor) == (True, "scratch", "val/zeroshot_top1")
+    config = scratch_config(**cfg.model.scratch)
+    assert (config["vision_cfg"]["image_size"], config["text_cfg"]["context_length"]) == (28, 16)
+    heldout = set(cfg.callbacks.clip_analyses.templates.heldout)
+    assert heldout and not heldout & set(cfg.model.train_templates)  # zero-shot with templates never trained on
+    assert compose_cfg("task=clip").model.finetune is None  # zero-shot unless train=true
+    cfg = compose_cfg("experiment=clip_same_modality_fashion_mnist")
+    assert (cfg.model.partner, cfg.callbacks.clip_analyses, cfg.monitor) == ("image", None, "val/loss")
 
 
 VIT_FIGURES = {
@@ -399,6 +562,20 @@ def test_vit_scratch_preset_learns_fashion_mnist_in_one_epoch(run_experiment):
     assert m["test/acc"] > 0.7 and m["masking/most_attended_first/accuracy_auc"] < m["masking/random/accuracy_auc"]
 
 
+@pytest.mark.slow
+def test_clip_scratch_preset_learns_zero_shot_fashion_mnist_in_one_epoch(run_experiment):
+    """The real data set (/usr/share/datasets/fashion-mnist): one epoch of the preset, a few minutes."""
+    code, run = run_experiment(
+        "experiment=clip_scratch_fashion_mnist",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "callbacks.clip_analyses.projections=[pca]",
+    )
+    m = finished(code, run)["metrics"]
+    assert m["zeroshot/heldout/top1"] > 0.5 and m["init/zeroshot/heldout/top1"] < 0.2  # chance: 0.1
+    assert m["gap/norm"] < m["init/gap/norm"]
+
+
 BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit codes: test_cli.py
     "latent_dim 0": (["model.latent_dim=0"], "model.latent_dim"),
     "negative batch size": (["data.batch_size=-8"], "data.batch_size"),
@@ -451,6 +628,19 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
     "vit head fine-tuning without weights": (
         ["task=vit", "train=true", "finetune=head", "model.name=null", "data=fashion_mnist", "data.synthetic=true"],
         "finetune=head starts from pretrained weights: set model.name=",
+    ),
+    "clip patch does not divide the image": (
+        ["experiment=clip_scratch_fashion_mnist", "data.synthetic=true", "model.scratch.patch_size=5"],
+        "model.scratch.patch_size=5 does not divide model.scratch.image_size=28",
+    ),
+    "clip temperature not positive": (
+        ["experiment=clip_scratch_fashion_mnist", "data.synthetic=true", "model.temperature=0"],
+        "model.temperature must be a positive number",
+    ),
+    "clip training on unlabelled images": (
+        ["task=clip", "train=true", "data=images", "data.synthetic=true"]
+        + [f"model.scratch.{k}={v}" for k, v in CLIP_TINY_SCRATCH.items()],
+        "finetune=scratch trains on captions made from class names",
     ),
     "callback the model cannot serve": (
         ["task=vae", "data.synthetic=true", "+callbacks.lesion._target_=analysis.resnet_callbacks.LesionSweep"],

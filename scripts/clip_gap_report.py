@@ -1,0 +1,236 @@
+"""The evidence of docs/clip_fashion_mnist/, from run folders of the clip task (README, "The CLIP
+task trains too"): the preset's metrics and figures, the fixed-temperature sweep beside what Liang
+et al. 2022 report, and the same-modality control.
+
+    python scripts/clip_gap_report.py --preset RUN --sweep SWEEP_FOLDER --control RUN \
+        [--out docs/clip_fashion_mnist] [--machine "..."]
+
+RUN: a run folder of `experiment=clip_scratch_fashion_mnist` (and of
+`experiment=clip_same_modality_fashion_mnist` for --control); SWEEP_FOLDER: the multirun folder(s) of
+`-m experiment=clip_scratch_fashion_mnist model.learn_temperature=false model.temperature=...`
+(every job with a metrics.json counts).
+Every number it writes is read from those runs' metrics.json, config.yaml and csv/metrics.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import yaml  # noqa: E402
+
+# What Liang et al. 2022 ("Mind the Gap", NeurIPS) report in their text (numbers quoted, not measured here)
+LIANG_2022 = {
+    "pretrained_clip_gap": 0.82,  # OpenAI CLIP on 5,000 MSCOCO validation pairs
+    "scratch_tau_0.01": {"gap_init": 1.1891, "gap_after": 1.2991},  # CLIP from scratch on MSCOCO, batch 64, tau 1/100
+    "amended_init_tau_0.01": {"gap_init": 0.0388, "gap_after": 0.7457},  # the gap closed at init by an orthogonal map
+    "finetune_temperatures": [0.01, 0.02, 1 / 30, 0.05, 0.1, 1.0],  # fine-tuning CLIP on MSCOCO, batch 64
+    "finetune_finding": "the gap decreases monotonically with increasing temperature; tau in {1/10, 1} "
+    "significantly reduces or closes it, a low temperature does not (their Supp. Figure 8; values not in the text)",
+}
+
+PRESET_KEYS = (
+    "init/zeroshot/train_templates/top1",
+    "init/zeroshot/heldout/top1",
+    "init/zeroshot/heldout_bare/top1",
+    "init/gap/norm",
+    "init/gap/pair_cosine",
+    "init/gap/modality_separability",
+    "zeroshot/train_templates/top1",
+    "zeroshot/heldout/top1",
+    "zeroshot/heldout/top5",
+    "zeroshot/heldout_bare/top1",
+    "gap/norm",
+    "gap/pair_cosine",
+    "gap/modality_separability",
+    "procrustes/uncentred/top1_before",
+    "procrustes/uncentred/top1_after",
+    "procrustes/uncentred/gap_after",
+    "procrustes/uncentred/pair_cosine_after",
+    "procrustes/uncentred/mcnemar_p",
+    "procrustes/centred/top1_after",
+    "procrustes/centred/gap_after",
+    "procrustes/centred/mcnemar_p",
+    "linear_probe/test_acc",
+    "val/zeroshot_top1",
+)
+
+
+def read_run(folder: Path) -> dict:
+    result = json.loads((folder / "metrics.json").read_text())
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    epochs: dict[int, dict] = {}
+    with open(folder / "csv" / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            if row.get("val/gap_norm"):
+                epochs[int(row["epoch"])] = {k: float(v) for k, v in row.items() if v and k.startswith("val/")}
+    return {"result": result, "config": config, "val_by_epoch": [epochs[e] for e in sorted(epochs)]}
+
+
+def read_table(folder: Path, name: str) -> list[dict]:
+    with open(folder / "tables" / f"{name}.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def sweep_figure(rows: list[dict], model: str, learned: tuple[float, dict]) -> plt.Figure:
+    """Gap, zero-shot accuracy and separability against the fixed temperature; `learned`: the
+    preset's (final temperature, metrics) with the temperature learned from 0.07."""
+    t = [r["temperature"] for r in rows]
+    final, lm = learned
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax.plot(t, [r["gap_after"] for r in rows], "o-", label="after training (this sweep)")
+    ax.plot([final], [lm["gap/norm"]], "D", color="green", label=f"learned temperature (preset, ends at {final:.3f})")
+    ax.plot(t, [r["gap_init"] for r in rows], "s--", color="grey", label="at initialisation (this sweep)")
+    ref = LIANG_2022["scratch_tau_0.01"]
+    ax.plot([0.01], [ref["gap_after"]], "r*", ms=12, label="Liang et al.: from scratch, MSCOCO, after")
+    ax.plot([0.01], [ref["gap_init"]], "rx", ms=9, label="Liang et al.: from scratch, MSCOCO, init")
+    ax.axhline(LIANG_2022["pretrained_clip_gap"], color="r", lw=0.8, ls=":", label="Liang et al.: OpenAI CLIP (0.82)")
+    ax.set_xscale("log")
+    ax.set_xlabel("fixed loss temperature")
+    ax.set_ylabel("gap norm ||mean image - mean prompt|| (test)")
+    ax.set_ylim(0, 2)
+    ax.legend(fontsize=7)
+    ax.set_title("modality gap vs temperature")
+    ax2.plot(t, [r["zeroshot_heldout_top1"] for r in rows], "o-", label="zero-shot top-1, held-out templates")
+    ax2.plot(t, [r["modality_separability"] for r in rows], "s-", label="modality separability (linear, 5-fold)")
+    ax2.plot([final], [lm["zeroshot/heldout/top1"]], "D", color="green", label="learned temperature (preset)")
+    ax2.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance (10 classes)")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("fixed loss temperature")
+    ax2.set_ylim(0, 1.02)
+    ax2.legend(fontsize=7)
+    ax2.set_title("zero-shot accuracy and separability after training")
+    fig.suptitle(f"{model}, trained here from scratch on FashionMNIST (55,000 train images, 10,000 test)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def control_figure(clip: dict, control: dict, model: str) -> plt.Figure:
+    labels = ["gap norm", "pair cosine", "separability"]
+    keys = ["norm", "pair_cosine", "modality_separability"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, label, key in zip(axes, labels, keys, strict=True):
+        values = [clip[f"init/gap/{key}"], clip[f"gap/{key}"], control[f"init/gap/{key}"], control[f"gap/{key}"]]
+        bars = ax.bar(range(4), values, color=["#bbb", "#1f77b4", "#ddd", "#ff7f0e"])
+        ax.set_xticks(
+            range(4), ["image-text\ninit", "image-text\ntrained", "image-image\ninit", "image-image\ntrained"]
+        )
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.set_title(label)
+    fig.suptitle(
+        f"CLIP (image-caption) vs the same-modality control (two image towers, two augmentations), {model}, "
+        "FashionMNIST test",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def gap_by_epoch_figure(curves: dict[str, tuple[float, list[float]]], model: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, (init, gaps) in curves.items():
+        ax.plot(range(len(gaps) + 1), [init, *gaps], "o-", label=label)
+        ax.set_xticks(range(len(gaps) + 1))
+    ax.set_xlabel("epoch (0: initialisation, test split; then validation split)")
+    ax.set_ylabel("gap norm")
+    ax.set_ylim(0, 2)
+    ax.legend(fontsize=7)
+    ax.set_title(f"the gap during training: {model}, FashionMNIST", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", type=Path, required=True)
+    p.add_argument("--sweep", type=Path, nargs="+", required=True, help="multirun folder(s) of the sweep")
+    p.add_argument("--sweep-command", default=None, help="the command(s) that made the sweep, as recorded")
+    p.add_argument("--control", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("docs/clip_fashion_mnist"))
+    p.add_argument("--machine", default="this project's CPU machine (2 cores, 24 GiB, no GPU), shared with other work")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    preset = read_run(args.preset)
+    m = preset["result"]["metrics"]
+    model = preset["result"]["model_info"]["model"]
+    report = {
+        "machine": args.machine,
+        "data": "FashionMNIST, /usr/share/datasets/fashion-mnist (55,000 train, 5,000 val, 10,000 test)",
+        "preset": {
+            "command": "python -m experiments experiment=clip_scratch_fashion_mnist logger=csv",
+            "model_info": preset["result"]["model_info"],
+            "wall_time_s": preset["result"]["wall_time_s"],
+            "epochs": preset["result"]["epochs"],
+            "metrics": {k: m[k] for k in PRESET_KEYS if k in m},
+            "val_by_epoch": preset["val_by_epoch"],
+            "zeroshot_by_template_set": read_table(args.preset, "zeroshot_by_template_set"),
+            "gap_shift": read_table(args.preset, "gap_shift"),
+        },
+    }
+    rows = []
+    jobs = [d for folder in args.sweep for d in folder.iterdir() if (d / "metrics.json").is_file()]
+    for job in jobs:
+        run = read_run(job)
+        jm = run["result"]["metrics"]
+        rows.append(
+            {
+                "temperature": float(run["config"]["model"]["temperature"]),
+                "learned": bool(run["config"]["model"]["learn_temperature"]),
+                "gap_init": jm["init/gap/norm"],
+                "gap_after": jm["gap/norm"],
+                "pair_cosine": jm["gap/pair_cosine"],
+                "modality_separability": jm["gap/modality_separability"],
+                "zeroshot_heldout_top1": jm["zeroshot/heldout/top1"],
+                "zeroshot_train_templates_top1": jm["zeroshot/train_templates/top1"],
+                "gap_by_epoch": [e["val/gap_norm"] for e in run["val_by_epoch"]],
+                "wall_time_s": run["result"]["wall_time_s"],
+            }
+        )
+    rows.sort(key=lambda r: r["temperature"])
+    report["temperature_sweep"] = {
+        "command": args.sweep_command
+        or "python -m experiments -m experiment=clip_scratch_fashion_mnist model.learn_temperature=false "
+        "model.temperature=0.01,0.03,0.1,0.3,1.0 logger=csv callbacks.clip_analyses.projections=[pca]",
+        "runs": rows,
+    }
+    control = read_run(args.control)
+    cm = control["result"]["metrics"]
+    report["same_modality_control"] = {
+        "command": "python -m experiments experiment=clip_same_modality_fashion_mnist logger=csv",
+        "model_info": control["result"]["model_info"],
+        "wall_time_s": control["result"]["wall_time_s"],
+        "metrics": {k: v for k, v in cm.items() if k.startswith(("init/gap", "gap/", "val/"))},
+        "val_by_epoch": control["val_by_epoch"],
+    }
+    report["liang_2022_reported"] = LIANG_2022
+    (args.out / "metrics.json").write_text(json.dumps(report, indent=2))
+
+    for name in ("gap_shift.png", "zeroshot_confusion_matrix.png", "gap_pairs_tsne.png"):
+        if (args.preset / "figures" / name).is_file():
+            shutil.copy(args.preset / "figures" / name, args.out / name)
+    learned = (preset["result"]["model_info"]["final_temperature"], m)
+    sweep_figure(rows, model, learned).savefig(args.out / "temperature_sweep.png", dpi=110, bbox_inches="tight")
+    control_figure(m, cm, model).savefig(args.out / "same_modality_control.png", dpi=110, bbox_inches="tight")
+
+    def curve(run):
+        return run["result"]["metrics"]["init/gap/norm"], [e["val/gap_norm"] for e in run["val_by_epoch"]]
+
+    by_epoch = {"image-text, learned temperature (preset)": curve(preset)}
+    by_epoch.update(
+        {f"image-text, fixed temperature {r['temperature']:g}": (r["gap_init"], r["gap_by_epoch"]) for r in rows}
+    )
+    by_epoch["image-image (same-modality control)"] = curve(control)
+    gap_by_epoch_figure(by_epoch, model).savefig(args.out / "gap_by_epoch.png", dpi=110, bbox_inches="tight")
+    print(json.dumps({k: v for k, v in report.items() if k != "liang_2022_reported"}, indent=1)[:4000])
+
+
+if __name__ == "__main__":
+    main()
