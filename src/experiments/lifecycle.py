@@ -19,10 +19,15 @@ requeue) resumes by itself.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -46,6 +51,10 @@ class _State:
     trainer = None  # the trainer while it fits
     fitting = False
     final_lines: list[str] = []  # what a successful run prints last
+    exit_code = 0  # how the run ended, for a launcher that runs it as a job (experiments_launcher)
+    requeue = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
+    requeued = False  # SLURM continues this run in a new attempt: later signals may not cut the close short
+    not_requeued = ""  # why submitit did not requeue (e.g. timed out too many times)
 
 
 STATE = _State()
@@ -56,26 +65,36 @@ def exit_code(signum: int) -> int:
 
 
 def _on_signal(signum, frame) -> None:
+    # No logging in here: a handler that logs while the interrupted code is inside a log call
+    # breaks the stream ("--- Logging error --- RuntimeError: reentrant call"). Flags and a raw write.
+    if STATE.requeued:
+        return  # SLURM requeued this job and now stops the attempt: the close in progress goes on
     first = STATE.signum is None
     STATE.signum = STATE.signum or signum
     if first and STATE.fitting and STATE.trainer is not None:
         # Lightning's own flag: the current step ends, the checkpoint callbacks' on_exception
         # writes last.ckpt, and fit raises SIGTERMException (what it does for SIGTERM by itself).
         STATE.trainer._signal_connector.received_sigterm = True
-        log.warning(
-            "%s received: stopping after this step (send it again to stop at once)", signal.Signals(signum).name
-        )
+        name = signal.Signals(signum).name
+        os.write(2, f"{name} received: stopping after this step (send it again to stop at once)\n".encode())
         return
     raise Killed(signum)
 
 
 def install_signal_handlers() -> dict:
-    """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires).
-    Returns the handlers they replace, for `restore_signal_handlers` once the run is over."""
+    """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires);
+    in a submitit job its requeue signal (USR2) too: the step ends first, then submitit's own handler
+    requeues the job (`requeue_note`). Returns the handlers they replace, for
+    `restore_signal_handlers` once the run is over."""
     STATE.signum, STATE.trainer, STATE.fitting, STATE.final_lines = None, None, False, []
+    STATE.exit_code, STATE.requeue, STATE.requeued, STATE.not_requeued = 0, None, False, ""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signals = [signal.SIGTERM, signal.SIGINT]
+    if os.environ.get("SUBMITIT_EXECUTOR") and callable(signal.getsignal(signal.SIGUSR2)):
+        STATE.requeue = signal.getsignal(signal.SIGUSR2)
+        signals.append(signal.SIGUSR2)
+    return {sig: signal.signal(sig, _on_signal) for sig in signals}
 
 
 def restore_signal_handlers(previous: dict) -> None:
@@ -127,9 +146,60 @@ def resume_overrides(argv: list[str]) -> list[str]:
     return [*flags, *old, *new, f"hydra.run.dir={folder}", f"resume={folder}"]
 
 
+def slurm_requeued() -> bool:
+    """Whether SLURM has requeued this job while it runs (`scontrol requeue`, preemption with
+    requeue): its restart count went up after this attempt started. A time limit or `scancel`
+    does not do that."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or shutil.which("scontrol") is None:
+        return False
+    try:
+        out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=20).stdout
+    except (subprocess.SubprocessError, OSError):
+        return False
+    restarts = re.search(r"Restarts=(\d+)", out)
+    return restarts is not None and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def requeue_note(out: Path, signum: int, trainer) -> str | None:
+    """If SLURM continues this run in a new attempt, the line that says so (also appended to
+    REQUEUED in the run folder, which the sweep summary counts); else None (the run has stopped).
+
+    USR2 in a submitit job: submitit's handler checkpoints the job and requeues it (rank 0; the
+    other ranks end with it), unless the job has timed out `max_num_timeout` times. SIGTERM: SLURM
+    itself requeued the job (`scontrol requeue`, preemption)."""
+    how = None
+    if signum == signal.SIGUSR2 and STATE.requeue is not None:
+        try:
+            STATE.requeue(signum, None)  # submitit: pickle the job, `scontrol requeue`, then SystemExit
+        except SystemExit:
+            pass
+        except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError: not requeued
+            STATE.not_requeued = str(e).strip().rstrip(".")
+            return None
+        how = "requeued by submitit (preempted or at its time limit)"
+    elif signum == signal.SIGTERM and slurm_requeued():
+        how = "requeued by SLURM"
+    if how is None:
+        return None
+    STATE.requeued = True
+    where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+    saved = resume_checkpoint(out)
+    then = "the next attempt continues from checkpoints/last.ckpt" if saved else "the next attempt starts it again"
+    note = f"{signal.Signals(signum).name}{where}: {how}; {then} in this folder and W&B run"
+    try:
+        with open(out / "REQUEUED", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} job {os.environ.get('SLURM_JOB_ID', '?')}: {note}\n")
+    except OSError:
+        pass
+    return note
+
+
 def failure_note(out: Path, signum: int | None, trainer) -> str:
     """The first line of FAILED for a killed run: what stopped it, where, and how to go on."""
     name = signal.Signals(signum).name if signum else "a signal"
+    if STATE.not_requeued:
+        name += f" ({STATE.not_requeued})"
     where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
     saved = resume_checkpoint(out)
     how = f"resume with: {resume_command(out)}" if saved else "no checkpoint was written yet; start it again"

@@ -229,6 +229,9 @@ def run_safely(cfg: DictConfig) -> float | None:
     except (SIGTERMException, lifecycle.Killed, KeyboardInterrupt) as e:
         signum = lifecycle.received_signal() or getattr(e, "signum", None) or signal.SIGTERM
         code = lifecycle.exit_code(signum)
+        if (requeued := lifecycle.requeue_note(out, signum, lifecycle.STATE.trainer)) is not None:
+            log.warning(requeued)  # not FAILED: the scheduler runs it again, into this folder
+            sys.exit(code)
         note = lifecycle.failure_note(out, signum, lifecycle.STATE.trainer)
         _mark_failed(out, e, note)
         lifecycle.stderr(note)
@@ -245,6 +248,7 @@ def run_safely(cfg: DictConfig) -> float | None:
             return None
         raise
     finally:
+        lifecycle.STATE.exit_code = code  # a sweep's job ends its process with it (experiments_launcher)
         finish_wandb(exit_code=code)
         lifecycle.restore_signal_handlers(previous_handlers)
     for line in lifecycle.STATE.final_lines:
