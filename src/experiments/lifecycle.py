@@ -90,14 +90,20 @@ def install_signal_handlers() -> dict:
     STATE.exit_code, STATE.requeue, STATE.requeued, STATE.not_requeued = 0, None, False, ""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    # Lightning's SIGTERM/USR1 handlers log at INFO inside the handler: not at this level
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     signals = [signal.SIGTERM, signal.SIGINT]
+    previous = {}
     if os.environ.get("SUBMITIT_EXECUTOR") and callable(signal.getsignal(signal.SIGUSR2)):
         STATE.requeue = signal.getsignal(signal.SIGUSR2)
         signals.append(signal.SIGUSR2)
-    return {sig: signal.signal(sig, _on_signal) for sig in signals}
+        previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, signal.SIG_DFL)  # submitit's logs in the handler
+    return previous | {sig: signal.signal(sig, _on_signal) for sig in signals}
 
 
 def restore_signal_handlers(previous: dict) -> None:
+    if STATE.requeued:  # this attempt is over: SLURM's SIGTERM/SIGCONT that end it find `_on_signal`, silent
+        previous = {}
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     STATE.trainer = None

@@ -155,19 +155,29 @@ def finish_wandb(exit_code: int = 0) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is None or wandb.run is None:
         return
+    run = wandb.run
+    same = {"id": run.id, "project": run.project, "group": run.group or None, "job_type": run.job_type or None}
+    same |= {"dir": run.settings.root_dir, "mode": run.settings.mode}
     try:
         wandb.finish(exit_code=exit_code)
     except Exception as e:  # noqa: BLE001 - e.g. ConnectionResetError: the service was stopped
-        log.warning(
-            "W&B: the run could not be closed (%s: %s): what its service wrote before is kept; "
-            "the next attempt or resume= continues the same W&B run",
-            type(e).__name__,
-            e,
-        )
         try:
             wandb.teardown()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the same lost connection
             pass
+        try:  # a fresh service records how this attempt ended, in the same W&B run (~0.5 s offline)
+            start_wandb_service()
+            wandb.init(resume="allow", settings=wandb.Settings(silent=True), **same).finish(exit_code=exit_code)
+            recorded = f"its exit code {exit_code} recorded by a new service"
+        except Exception:  # noqa: BLE001
+            recorded = "its exit code not recorded"
+        log.warning(
+            "W&B: the run's service was gone at its close (%s: %s): %s; what it wrote before is kept, "
+            "and the next attempt or resume= continues the same W&B run",
+            type(e).__name__,
+            e,
+            recorded,
+        )
 
 
 class CSVLogger(_LightningCSVLogger):

@@ -25,6 +25,9 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     ):
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
         row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides)}
+        requeued = job_dir / "REQUEUED"  # one line per attempt a scheduler requeued (experiments.lifecycle)
+        if requeued.is_file():
+            row["requeues"] = len(requeued.read_text().splitlines())
         metrics_file = job_dir / "metrics.json"
         if metrics_file.is_file():
             result = json.loads(metrics_file.read_text())
@@ -36,6 +39,8 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
             failed = job_dir / "FAILED"
             reason = failed.read_text().splitlines()[0] if failed.is_file() else ""
             row["status"] = "failed: " + reason.removeprefix("error: ") if failed.is_file() else "incomplete"
+            if not failed.is_file() and requeued.is_file():
+                row["status"] = "requeued"  # its next attempt has not ended (yet)
         rows.append(row)
     return rows
 
@@ -45,7 +50,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = collect_jobs(sweep_dir)
     if not rows:
         return rows
-    fixed = ["job", "status", "overrides", "wall_time_s"]
+    fixed = ["job", "status", *(["requeues"] if any("requeues" in r for r in rows) else []), "overrides", "wall_time_s"]
     optimized = {r.pop("_optimized") for r in rows if r.get("_optimized")}
     metric_cols = sorted({k for r in rows for k in r} - set(fixed))
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
