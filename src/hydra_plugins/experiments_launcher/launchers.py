@@ -139,11 +139,11 @@ def unmet_request(params: dict, nodes: list[Node], partition: str | None, traine
         )
     tasks, cpus = int(params["tasks_per_node"]), int(params.get("cpus_per_task") or 1)
     mem_gb, gpus, nnodes = params.get("mem_gb"), int(params.get("gpus_per_node") or 0), int(params["nodes"])
-    limit = here[0].time_limit_min
-    if limit is not None and params["timeout_min"] > limit:
+    if max(n.gpus for n in here) < gpus:
         return (
-            f"hydra.launcher.timeout_min={params['timeout_min']} is over partition {partition}'s time limit "
-            f"({limit:g} min): lower hydra.launcher.timeout_min"
+            f"{gpus} GPUs per node (trainer.devices={trainer.get('devices')}, trainer.accelerator="
+            f"{trainer.get('accelerator')}), and the nodes of partition {partition} have at most "
+            f"{max(n.gpus for n in here)}: set trainer.devices, or trainer=cpu to run on CPUs"
         )
     if max(n.cpus for n in here) < tasks * cpus:
         return (
@@ -156,11 +156,11 @@ def unmet_request(params: dict, nodes: list[Node], partition: str | None, traine
             f"hydra.launcher.mem_gb={mem_gb} asks {mem_gb} GB per node, and the largest node of partition {partition} "
             f"has {max(n.mem_mb for n in here) / 1024:.1f} GB: lower hydra.launcher.mem_gb (or mem_gb_per_task)"
         )
-    if max(n.gpus for n in here) < gpus:
+    limit = here[0].time_limit_min
+    if limit is not None and params["timeout_min"] > limit:
         return (
-            f"{gpus} GPUs per node (trainer.devices={trainer.get('devices')}, trainer.accelerator="
-            f"{trainer.get('accelerator')}), and the nodes of partition {partition} have at most "
-            f"{max(n.gpus for n in here)}: set trainer.devices, or trainer=cpu to run on CPUs"
+            f"hydra.launcher.timeout_min={params['timeout_min']} is over partition {partition}'s time limit "
+            f"({limit:g} min): lower hydra.launcher.timeout_min"
         )
     fit = [n for n in here if n.cpus >= tasks * cpus and n.gpus >= gpus and (not mem_gb or n.mem_mb >= mem_gb * 1024)]
     if len(fit) < nnodes:
@@ -261,10 +261,18 @@ if _SlurmLauncher is not None:
         def fitted_params(self) -> dict:
             return {k: v for k, v in self.params.items() if k not in self.EXTRA_KEYS}
 
+        STATE_CHECK_S = 15  # how often the jobs' states are read (submitit's SLURM watcher: every 10 minutes)
+
         def wait(self, jobs: list) -> None:
+            """Until every job is done: a job with a result is seen at once; one that ended without
+            (killed, timed out too many times) only by its state, read here every STATE_CHECK_S."""
             next_report = time.time() + min(10, self.pending_report_s or 10)
+            next_check = time.time() + self.STATE_CHECK_S
             while not all(job.done() for job in jobs):
                 time.sleep(1)
+                if time.time() >= next_check and hasattr(getattr(jobs[0], "watcher", None), "update"):
+                    jobs[0].watcher.update()  # one sacct call for all the jobs it watches
+                    next_check = time.time() + self.STATE_CHECK_S
                 if self.pending_report_s and time.time() >= next_report:
                     self.report_pending(jobs)
                     next_report = time.time() + self.pending_report_s
