@@ -180,6 +180,7 @@ CASES = {
     "array": SMOKE + ("logger=csv", "model.latent_dim=2,3,4,5,6,7", "hydra.launcher.array_parallelism=2"),
 }
 INTERRUPTS = {"usr2": ["scancel", "--signal=USR2"], "requeue": ["scontrol", "requeue"]}
+FIRST = ("time_limit", "usr2", "requeue")  # the longest (attempts, requeue waits) go first in the queue
 
 
 @pytest.fixture(scope="module")
@@ -203,14 +204,14 @@ def cluster():
 def cases(cluster, tmp_path_factory):
     """Every case launched at once; each test waits for its own."""
     launched = {}
-    for name, overrides in CASES.items():
+    for name in [*FIRST, *(n for n in CASES if n not in FIRST)]:
         tmp = tmp_path_factory.mktemp(name)
         env = cli_env(tmp, SLURM_CONF=str(SLURM_CONF))
-        launched[name] = Case(name, tmp, overrides).start(env)
+        case = launched[name] = Case(name, tmp, CASES[name]).start(env)
         if name in INTERRUPTS:
-            threading.Thread(
-                target=interrupt_when_training, args=(launched[name], INTERRUPTS[name]), daemon=True
-            ).start()
+            threading.Thread(target=interrupt_when_training, args=(case, INTERRUPTS[name]), daemon=True).start()
+        while name in FIRST and not list(tmp.glob("logs/*/multiruns/*/.submitit/*")) and case.proc.poll() is None:
+            time.sleep(0.5)  # in the queue before the next is launched
     yield launched
     for case in launched.values():
         if case.proc.poll() is None:
