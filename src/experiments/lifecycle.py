@@ -55,6 +55,7 @@ class _State:
     requeue = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
     requeued = False  # SLURM continues this run in a new attempt: later signals may not cut the close short
     not_requeued = ""  # why submitit did not requeue (e.g. timed out too many times)
+    requeue_exit = None  # the exit code submitit's requeue asks for (its local executor's), if any
 
 
 STATE = _State()
@@ -88,6 +89,7 @@ def install_signal_handlers() -> dict:
     `restore_signal_handlers` once the run is over."""
     STATE.signum, STATE.trainer, STATE.fitting, STATE.final_lines = None, None, False, []
     STATE.exit_code, STATE.requeue, STATE.requeued, STATE.not_requeued = 0, None, False, ""
+    STATE.requeue_exit = None
     if threading.current_thread() is not threading.main_thread():
         return {}
     # Lightning's SIGTERM/USR1 handlers log at INFO inside the handler: not at this level
@@ -178,8 +180,8 @@ def requeue_note(out: Path, signum: int, trainer) -> str | None:
     if signum == signal.SIGUSR2 and STATE.requeue is not None:
         try:
             STATE.requeue(signum, None)  # submitit: pickle the job, `scontrol requeue`, then SystemExit
-        except SystemExit:
-            pass
+        except SystemExit as e:  # its local executor requeues on the exit code it gives: keep that one
+            STATE.requeue_exit = e.code if isinstance(e.code, int) and e.code > 0 else None
         except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError: not requeued
             STATE.not_requeued = str(e).strip().rstrip(".")
             return None
@@ -193,9 +195,10 @@ def requeue_note(out: Path, signum: int, trainer) -> str | None:
     saved = resume_checkpoint(out)
     then = "the next attempt continues from checkpoints/last.ckpt" if saved else "the next attempt starts it again"
     note = f"{signal.Signals(signum).name}{where}: {how}; {then} in this folder and W&B run"
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID", "?")
     try:
         with open(out / "REQUEUED", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} job {os.environ.get('SLURM_JOB_ID', '?')}: {note}\n")
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} job {job}: {note}\n")
     except OSError:
         pass
     return note

@@ -231,7 +231,7 @@ def run_safely(cfg: DictConfig) -> float | None:
         code = lifecycle.exit_code(signum)
         if (requeued := lifecycle.requeue_note(out, signum, lifecycle.STATE.trainer)) is not None:
             log.warning(requeued)  # not FAILED: the scheduler runs it again, into this folder
-            sys.exit(code)
+            sys.exit(lifecycle.STATE.requeue_exit or code)
         note = lifecycle.failure_note(out, signum, lifecycle.STATE.trainer)
         _mark_failed(out, e, note)
         lifecycle.stderr(note)

@@ -5,7 +5,7 @@ The cluster has 2 CPUs, so the cases are launched together when the module start
 their jobs; the ones that preempt or requeue a job do so from a thread once it trains) and each
 test waits for its own and checks what it left: sacct states, folders, exit codes, W&B run ids.
 
-    .venv/bin/python -m pytest -m slurm -n 0 tests/e2e/test_slurm.py     # as root; ~10 min
+    .venv/bin/python -m pytest -m slurm -n 0 tests/e2e/test_slurm.py     # as root; 10-16 min here
 
 Skipped, with the reason, where the cluster cannot be started (not Linux, not root, no apt-get
 to install SLURM).
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
 STATE = Path(os.environ.get("EXPERIMENTS_SLURM_STATE", "/var/tmp/experiments-slurm"))
 SLURM_CONF = STATE / "etc" / "slurm.conf"
-WAIT_S = 900  # no case may take longer than this, queueing included
+WAIT_S = 1500  # no case may take longer than this, queueing included (about 10 min on 2 idle cores)
 
 SMOKE = ("task=vae", "debug=smoke", "hydra.launcher.partition=debug")  # only the partition named
 TRAINS = (  # long enough (a few hundred steps) to be preempted while it trains
@@ -180,7 +180,8 @@ CASES = {
     "array": SMOKE + ("logger=csv", "model.latent_dim=2,3,4,5,6,7", "hydra.launcher.array_parallelism=2"),
 }
 INTERRUPTS = {"usr2": ["scancel", "--signal=USR2"], "requeue": ["scontrol", "requeue"]}
-FIRST = ("time_limit", "usr2", "requeue")  # the longest (attempts, requeue waits) go first in the queue
+# first in the queue: the job that needs the whole node, then the longest (attempts, requeue waits)
+FIRST = ("ddp", "time_limit", "usr2", "requeue")
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +215,10 @@ def cases(cluster, tmp_path_factory):
             time.sleep(0.5)  # in the queue before the next is launched
     yield launched
     for case in launched.values():
-        if case.proc.poll() is None:
+        if case.proc.poll() is None:  # a case that ran out of time: its command and its jobs go
             case.proc.kill()
+            for sub in case.tmp.glob("logs/*/multiruns/*/.submitit/*"):
+                subprocess.run(["scancel", sub.name.split("_")[0]], env={**os.environ, "SLURM_CONF": str(SLURM_CONF)})
 
 
 def no_logging_errors(case: Case) -> None:

@@ -270,7 +270,7 @@ if _SlurmLauncher is not None:
             next_check = time.time() + self.STATE_CHECK_S
             while not all(job.done() for job in jobs):
                 time.sleep(1)
-                if time.time() >= next_check and hasattr(getattr(jobs[0], "watcher", None), "update"):
+                if self._EXECUTOR == "slurm" and time.time() >= next_check:
                     jobs[0].watcher.update()  # one sacct call for all the jobs it watches
                     next_check = time.time() + self.STATE_CHECK_S
                 if self.pending_report_s and time.time() >= next_report:
