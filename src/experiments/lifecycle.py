@@ -196,6 +196,8 @@ def requeue_note(out: Path, signum: int, trainer) -> str | None:
     then = "the next attempt continues from checkpoints/last.ckpt" if saved else "the next attempt starts it again"
     note = f"{signal.Signals(signum).name}{where}: {how}; {then} in this folder and W&B run"
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID", "?")
+    if (trainer.global_rank if trainer is not None else int(os.environ.get("SLURM_PROCID", "0"))) != 0:
+        return note  # one line per requeue: rank 0's
     try:
         with open(out / "REQUEUED", "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} job {job}: {note}\n")
