@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A real one-node SLURM cluster, with accounting, on the machine this runs on: what the tests
-# marked `slurm` run against (tests/e2e/test_slurm.py) and what a person can try the SLURM
-# launcher on.
+# A real SLURM cluster, with accounting, on the machine this runs on: one node (or two, sharing
+# the machine's cores: EXPERIMENTS_SLURM_NODES=2) that the tests marked `slurm` run against
+# (tests/e2e/test_slurm.py) and a person can try the SLURM launcher on.
 #   bash scripts/slurm_cluster.sh start    # installs the Debian packages if missing, starts the daemons
 #   bash scripts/slurm_cluster.sh status   # each daemon's state, then sinfo
 #   bash scripts/slurm_cluster.sh env      # `export SLURM_CONF=...`: eval it to use the cluster
@@ -17,15 +17,26 @@
 # (and left running); one it starts, it stops. `start` is idempotent: daemons already up are kept.
 #
 # Environment: EXPERIMENTS_SLURM_STATE (the state dir, default /var/tmp/experiments-slurm),
-# EXPERIMENTS_SLURM_PORT (default 16817: slurmctld; +1 slurmd, +2 slurmdbd, +3 MariaDB),
-# EXPERIMENTS_SLURM_PARTITION (default debug).
+# EXPERIMENTS_SLURM_PORT (default 16817: slurmctld; +1 slurmd, +2 slurmdbd, +3 MariaDB; a second
+# node's slurmd +11),
+# EXPERIMENTS_SLURM_PARTITION (default debug), EXPERIMENTS_SLURM_NODES (1 or 2: two nodes named
+# <host>-n1 and <host>-n2, each with half the CPUs and memory, one slurmd each on its own port;
+# their names go into /etc/hosts, since Lightning takes MASTER_ADDR from the first node's name).
+# Changing it restarts slurmctld and slurmd.
 set -euo pipefail
 
 STATE=${EXPERIMENTS_SLURM_STATE:-/var/tmp/experiments-slurm}
 PORT=${EXPERIMENTS_SLURM_PORT:-16817}
 PARTITION=${EXPERIMENTS_SLURM_PARTITION:-debug}
 HOST=$(hostname -s)
-NODE=$HOST  # the node's name: this host's own, so that it resolves (Lightning's MASTER_ADDR is a node name)
+NNODES=${EXPERIMENTS_SLURM_NODES:-1}
+if [ "$NNODES" = 1 ]; then
+  NODES=("$HOST")  # the node's name: this host's own, so that it resolves (Lightning's MASTER_ADDR is one)
+else
+  NODES=()
+  for i in $(seq "$NNODES"); do NODES+=("$HOST-n$i"); done
+fi
+NODE=${NODES[0]}
 CTLD_PORT=$PORT SLURMD_PORT=$((PORT + 1)) DBD_PORT=$((PORT + 2)) DB_PORT=$((PORT + 3))
 export SLURM_CONF=$STATE/etc/slurm.conf
 PIDS=$STATE/pids
@@ -74,15 +85,22 @@ write_config() {
   hw=$(slurmd -C | head -1)
   cpus=$(sed -n 's/.*CPUs=\([0-9]*\).*/\1/p' <<<"$hw")
   mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$hw")
-  mem=$((mem * 9 / 10))
-  local topo
+  mem=$((mem * 9 / 10 / NNODES))
+  local topo nodelines="" i=0 n
   topo=$(grep -o 'Boards=[0-9]* SocketsPerBoard=[0-9]* CoresPerSocket=[0-9]* ThreadsPerCore=[0-9]*' <<<"$hw")
+  if [ "$NNODES" != 1 ]; then  # the machine's cores shared out: each node one socket of cpus/n cores
+    cpus=$((cpus / NNODES))
+    topo="Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1"
+  fi
+  for n in "${NODES[@]}"; do
+    nodelines+="NodeName=$n NodeHostname=$HOST Port=$((SLURMD_PORT + 10 * i)) CPUs=$cpus $topo RealMemory=$mem State=UNKNOWN"$'\n'
+    i=$((i + 1))
+  done
   cat >"$STATE/etc/slurm.conf.new" <<EOF
 # Written by scripts/slurm_cluster.sh: a one-node test cluster on $HOST (state in $STATE).
 ClusterName=experiments
 SlurmctldHost=$HOST
 SlurmctldPort=$CTLD_PORT
-SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -110,8 +128,7 @@ ReturnToService=2
 JobRequeue=1
 KillWait=30
 MinJobAge=600
-NodeName=$NODE NodeHostname=$HOST CPUs=$cpus $topo RealMemory=$mem State=UNKNOWN
-PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+${nodelines}PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
   cat >"$STATE/etc/slurmdbd.conf.new" <<EOF
 # Written by scripts/slurm_cluster.sh: accounting for the test cluster, in its own MariaDB.
@@ -138,9 +155,9 @@ EOF
     fi
   done
   chmod 600 "$STATE/etc/slurmdbd.conf"  # slurmdbd refuses a readable one (it holds the db password)
-  if [ "$changed" = 1 ] && { alive "$PIDS/slurmctld.pid" || alive "$PIDS/slurmd-$NODE.pid"; }; then
+  if [ "$changed" = 1 ] && { alive "$PIDS/slurmctld.pid" || ls "$PIDS"/slurmd-*.pid >/dev/null 2>&1; }; then
     say "configuration changed: restarting slurmctld and slurmd"
-    stop_pid "$PIDS/slurmd-$NODE.pid" slurmd
+    for f in "$PIDS"/slurmd-*.pid; do [ -e "$f" ] && stop_pid "$f" "$(basename "$f" .pid)"; done
     stop_pid "$PIDS/slurmctld.pid" slurmctld
   fi
 }
@@ -202,7 +219,17 @@ start_daemon() {  # start_daemon <pid file> <name> <command...>
   wait_for 20 "$name" test -s "$pidfile"
 }
 
-node_idle() { sinfo -h -n "$NODE" -o %t | grep -qE '^(idle|mix|alloc)'; }
+node_idle() {  # every node up
+  [ "$(sinfo -h -N -o %t | grep -cE '^(idle|mix|alloc)')" -ge "$NNODES" ]
+}
+
+hosts_entries() {  # the nodes' names resolve to this machine (only when they are not its own name)
+  [ "$NNODES" = 1 ] && return
+  local n
+  for n in "${NODES[@]}"; do
+    getent hosts "$n" >/dev/null || echo "127.0.0.1 $n  # scripts/slurm_cluster.sh" >>/etc/hosts
+  done
+}
 
 start() {
   need_root
@@ -216,11 +243,13 @@ start() {
   start_daemon "$PIDS/slurmdbd.pid" slurmdbd /usr/sbin/slurmdbd
   wait_for 30 slurmdbd sacctmgr -i show cluster
   start_daemon "$PIDS/slurmctld.pid" slurmctld /usr/sbin/slurmctld
-  start_daemon "$PIDS/slurmd-$NODE.pid" slurmd /usr/sbin/slurmd -N "$NODE"
-  wait_for 30 "node $NODE" node_idle
-  # a node left down by an earlier run (e.g. the machine restarted under it) comes back
-  scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
-  say "up: partition $PARTITION, node $NODE ($(sinfo -h -n "$NODE" -o '%c CPUs, %m MB')); SLURM_CONF=$SLURM_CONF"
+  hosts_entries
+  local n
+  for n in "${NODES[@]}"; do
+    start_daemon "$PIDS/slurmd-$n.pid" "slurmd-$n" /usr/sbin/slurmd -N "$n"
+  done
+  wait_for 30 "nodes ${NODES[*]}" node_idle
+  say "up: partition $PARTITION, $(sinfo -h -N -o '%N (%c CPUs, %m MB)' | paste -sd, -); SLURM_CONF=$SLURM_CONF"
 }
 
 stop_pid() {  # stop_pid <pid file> <name>: TERM, then KILL after 20 s
@@ -251,7 +280,7 @@ stop() {
 
 status() {
   local name rc=0
-  for name in munged mariadbd slurmdbd slurmctld "slurmd-$NODE"; do
+  for name in munged mariadbd slurmdbd slurmctld $(for n in "${NODES[@]}"; do echo "slurmd-$n"; done); do
     if alive "$PIDS/$name.pid"; then
       echo "$name: running (pid $(cat "$PIDS/$name.pid"))"
     elif [ "$name" = munged ] && munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -27,13 +25,10 @@ from pathlib import Path
 
 import pytest
 from cli import cli_command, cli_env
+from slurm_cluster import SCRIPT, SLURM_CONF, sacct, slurm, why_no_cluster
 
 pytestmark = pytest.mark.slurm
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
-STATE = Path(os.environ.get("EXPERIMENTS_SLURM_STATE", "/var/tmp/experiments-slurm"))
-SLURM_CONF = STATE / "etc" / "slurm.conf"
 WAIT_S = 1500  # no case may take longer than this, queueing included (about 10 min on 2 idle cores)
 
 SMOKE = ("task=vae", "debug=smoke", "hydra.launcher.partition=debug")  # only the partition named
@@ -41,35 +36,6 @@ TRAINS = (  # long enough (a few hundred steps) to be preempted while it trains
     "task=vae", "data.synthetic=true", "data.synthetic_size=1000", "data.batch_size=16", "trainer.max_epochs=3",
     "hydra.launcher.partition=debug",
 )  # fmt: skip
-
-
-def why_no_cluster() -> str | None:
-    if platform.system() != "Linux":
-        return f"a SLURM test cluster needs Linux (this is {platform.system()})"
-    if os.geteuid() != 0:
-        return "a SLURM test cluster needs root (scripts/slurm_cluster.sh starts daemons and may apt-get install)"
-    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
-        return "SLURM is not installed and there is no apt-get to install it"
-    return None
-
-
-def slurm(*args: str) -> str:
-    env = {**os.environ, "SLURM_CONF": str(SLURM_CONF)}
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60, check=True).stdout
-
-
-def sacct(job: str, *, all_attempts: bool = False) -> list[dict[str, str]]:
-    """One row per job (array task) of `job`, every attempt with `all_attempts` (sacct -D), once
-    every job has ended (a job hands its result back, then ends: the command may return first)."""
-    deadline = time.time() + 120
-    while True:
-        out = slurm("sacct", "-n", "-X", "-P", *(["-D"] if all_attempts else []), "-j", job,
-                    "-o", "JobID,State,ExitCode,Start,End,DerivedExitCode")  # fmt: skip
-        keys = ("id", "state", "exit", "start", "end", "derived")
-        rows = [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines() if line.strip()]
-        if time.time() > deadline or not any(r["state"] in ("PENDING", "RUNNING", "COMPLETING") for r in rows):
-            return rows
-        time.sleep(2)
 
 
 @dataclass
