@@ -24,6 +24,12 @@
 # their names go into /etc/hosts, since Lightning takes MASTER_ADDR from the first node's name).
 # Changing it restarts slurmctld and slurmd.
 set -euo pipefail
+# The daemons started below inherit this shell's open files: close all but stdin/out/err (and the
+# script itself, 255), so that no daemon holds a caller's pipe open after `start` has returned.
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}
+  if [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
 
 STATE=${EXPERIMENTS_SLURM_STATE:-/var/tmp/experiments-slurm}
 PORT=${EXPERIMENTS_SLURM_PORT:-16817}
@@ -180,7 +186,8 @@ start_munge() {
   chown munge:munge /run/munge /var/log/munge /var/lib/munge
   [ -s /etc/munge/munge.key ] || { mungekey --create 2>/dev/null || create-munge-key -f; }
   chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
-  runuser -u munge -- /usr/sbin/munged
+  # (no inherited stdout: a daemon holding a caller's pipe open would make `start | ...` wait for ever)
+  runuser -u munge -- /usr/sbin/munged </dev/null >/dev/null 2>&1
   wait_for 10 munged bash -c 'munge -n | unmunge'
   cp /run/munge/munged.pid "$PIDS/munged.pid"  # ours: `stop` stops it
 }
@@ -196,10 +203,11 @@ start_mariadb() {
       >"$STATE/log/mariadb-install.log" 2>&1
   fi
   chown -R mysql:mysql "$STATE/db"
-  (cd "$STATE/db" && nohup /usr/sbin/mariadbd --user=mysql --datadir="$STATE/db/data" \
+  # its own session, every stream redirected: nothing of it waits on, or holds, the caller's pipes
+  setsid nohup /usr/sbin/mariadbd --user=mysql --datadir="$STATE/db/data" \
     --socket="$STATE/db/mysqld.sock" --pid-file="$STATE/db/mariadbd.pid" --port="$DB_PORT" \
     --bind-address=127.0.0.1 --skip-name-resolve --innodb-buffer-pool-size=64M \
-    --log-error="$STATE/db/mariadb.log" >/dev/null 2>&1 &)  # its files in db/, which it owns
+    --log-error="$STATE/db/mariadb.log" </dev/null >/dev/null 2>&1 &  # its files in db/, which it owns
   wait_for 30 mariadbd db -e "select 1"
   cp "$STATE/db/mariadbd.pid" "$PIDS/mariadbd.pid"
   db <<EOF
@@ -215,7 +223,7 @@ start_daemon() {  # start_daemon <pid file> <name> <command...>
   shift 2
   alive "$pidfile" && return
   rm -f "$pidfile"
-  "$@" >>"$STATE/log/$name.start.log" 2>&1 || die "$name did not start (see $STATE/log/)"
+  "$@" </dev/null >>"$STATE/log/$name.start.log" 2>&1 || die "$name did not start (see $STATE/log/)"
   wait_for 20 "$name" test -s "$pidfile"
 }
 
@@ -275,6 +283,11 @@ stop() {
   stop_pid "$PIDS/slurmdbd.pid" slurmdbd
   stop_pid "$PIDS/mariadbd.pid" mariadbd
   stop_pid "$PIDS/munged.pid" munged  # only one this script started has its pid file here
+  if grep -q '# scripts/slurm_cluster.sh$' /etc/hosts 2>/dev/null; then  # the two-node names it added
+    grep -v '# scripts/slurm_cluster.sh$' /etc/hosts >"$STATE/hosts.new" || true
+    cat "$STATE/hosts.new" >/etc/hosts  # in place: /etc/hosts may be a bind mount
+    rm -f "$STATE/hosts.new"
+  fi
   return 0
 }
 
