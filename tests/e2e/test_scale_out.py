@@ -35,14 +35,10 @@ def test_slurm_preset_takes_nodes_and_tasks_from_the_trainer(tmp_path):
 
 
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])
-def test_slurm_preset_composes_with_every_trainer(tmp_path, trainer):
-    proc = run_cli(
-        tmp_path, "hydra/launcher=slurm", f"trainer={trainer}", "--cfg=all", "--resolve", "--package=hydra.launcher",
-        timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    launcher = yaml.safe_load(proc.stdout)
-    assert (launcher["nodes"], launcher["tasks_per_node"]) == (1, 2 if trainer == "ddp" else 1)
+def test_slurm_preset_composes_with_every_trainer(compose_cfg, trainer):
+    cfg = compose_cfg("hydra/launcher=slurm", f"trainer={trainer}", "trainer.num_nodes=1")
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node) == (1, 2 if trainer == "ddp" else 1)
 
 
 def test_a_missing_cluster_extra_is_one_line_naming_it(monkeypatch):
