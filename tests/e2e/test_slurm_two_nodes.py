@@ -66,7 +66,8 @@ def test_a_two_node_ddp_job_shares_one_folder_and_agrees_on_the_metric(two_nodes
     assert all(values) and values[0].group(1) == values[1].group(1), values
     assert json.loads((job / "metrics.json").read_text())["status"] == "ok"  # rank 0's
     assert "W&B mode" in logs["__main__.log"] and "W&B" not in logs["__main___rank1.log"]
-    (row,) = sacct(sweep.joinpath(".submitit").iterdir().__next__().name.split("_")[0])
+    (job_id,) = {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if p.is_dir()}
+    (row,) = sacct(job_id)
     assert row["state"] == "COMPLETED", row
     nodes = subprocess.run(
         ["sacct", "-n", "-X", "-P", "-j", row["id"], "-o", "NodeList"],
