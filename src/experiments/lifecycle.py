@@ -19,10 +19,15 @@ requeue) resumes by itself.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -46,6 +51,11 @@ class _State:
     fitting = False
     testing = False  # in the test pass (training, if any, has ended)
     final_lines: list[str] = []  # what a successful run prints last
+    exit_code = 0  # how the run ended, for a launcher that runs it as a job (experiments_launcher)
+    requeue = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
+    requeued = False  # SLURM continues this run in a new attempt: later signals may not cut the close short
+    not_requeued = ""  # why submitit did not requeue (e.g. timed out too many times)
+    requeue_exit = None  # the exit code submitit's requeue asks for (its local executor's), if any
 
 
 STATE = _State()
@@ -56,29 +66,46 @@ def exit_code(signum: int) -> int:
 
 
 def _on_signal(signum, frame) -> None:
+    # No logging in here: a handler that logs while the interrupted code is inside a log call
+    # breaks the stream ("--- Logging error --- RuntimeError: reentrant call"). Flags and a raw write.
+    if STATE.requeued:
+        return  # SLURM requeued this job and now stops the attempt: the close in progress goes on
     first = STATE.signum is None
     STATE.signum = STATE.signum or signum
     if first and STATE.fitting and STATE.trainer is not None:
         # Lightning's own flag: the current step ends, the checkpoint callbacks' on_exception
         # writes last.ckpt, and fit raises SIGTERMException (what it does for SIGTERM by itself).
         STATE.trainer._signal_connector.received_sigterm = True
-        log.warning(
-            "%s received: stopping after this step (send it again to stop at once)", signal.Signals(signum).name
-        )
+        name = signal.Signals(signum).name
+        os.write(2, f"{name} received: stopping after this step (send it again to stop at once)\n".encode())
         return
     raise Killed(signum)
 
 
 def install_signal_handlers() -> dict:
-    """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires).
-    Returns the handlers they replace, for `restore_signal_handlers` once the run is over."""
+    """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires);
+    in a submitit job its requeue signal (USR2) too: the step ends first, then submitit's own handler
+    requeues the job (`requeue_note`). Returns the handlers they replace, for
+    `restore_signal_handlers` once the run is over."""
     STATE.signum, STATE.trainer, STATE.fitting, STATE.testing, STATE.final_lines = None, None, False, False, []
+    STATE.exit_code, STATE.requeue, STATE.requeued, STATE.not_requeued = 0, None, False, ""
+    STATE.requeue_exit = None
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # Lightning's SIGTERM/USR1 handlers log at INFO inside the handler: not at this level
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
+    signals = [signal.SIGTERM, signal.SIGINT]
+    previous = {}
+    if os.environ.get("SUBMITIT_EXECUTOR") and callable(signal.getsignal(signal.SIGUSR2)):
+        STATE.requeue = signal.getsignal(signal.SIGUSR2)
+        signals.append(signal.SIGUSR2)
+        previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, signal.SIG_DFL)  # submitit's logs in the handler
+    return previous | {sig: signal.signal(sig, _on_signal) for sig in signals}
 
 
 def restore_signal_handlers(previous: dict) -> None:
+    if STATE.requeued:  # this attempt is over: SLURM's SIGTERM/SIGCONT that end it find `_on_signal`, silent
+        previous = {}
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     STATE.trainer = None
@@ -131,9 +158,63 @@ def hydra_quote(path: Path) -> str:
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def slurm_requeued() -> bool:
+    """Whether SLURM has requeued this job while it runs (`scontrol requeue`, preemption with
+    requeue): its restart count went up after this attempt started. A time limit or `scancel`
+    does not do that."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or shutil.which("scontrol") is None:
+        return False
+    try:
+        out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=20).stdout
+    except (subprocess.SubprocessError, OSError):
+        return False
+    restarts = re.search(r"Restarts=(\d+)", out)
+    return restarts is not None and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def requeue_note(out: Path, signum: int, trainer) -> str | None:
+    """If SLURM continues this run in a new attempt, the line that says so (also appended to
+    REQUEUED in the run folder, which the sweep summary counts); else None (the run has stopped).
+
+    USR2 in a submitit job: submitit's handler checkpoints the job and requeues it (rank 0; the
+    other ranks end with it), unless the job has timed out `max_num_timeout` times. SIGTERM: SLURM
+    itself requeued the job (`scontrol requeue`, preemption)."""
+    how = None
+    if signum == signal.SIGUSR2 and STATE.requeue is not None:
+        try:
+            STATE.requeue(signum, None)  # submitit: pickle the job, `scontrol requeue`, then SystemExit
+        except SystemExit as e:  # its local executor requeues on the exit code it gives: keep that one
+            STATE.requeue_exit = e.code if isinstance(e.code, int) and e.code > 0 else None
+        except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError: not requeued
+            STATE.not_requeued = str(e).strip().rstrip(".")
+            return None
+        how = "requeued by submitit (preempted or at its time limit)"
+    elif signum == signal.SIGTERM and slurm_requeued():
+        how = "requeued by SLURM"
+    if how is None:
+        return None
+    STATE.requeued = True
+    where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+    saved = resume_checkpoint(out)
+    then = "the next attempt continues from checkpoints/last.ckpt" if saved else "the next attempt starts it again"
+    note = f"{signal.Signals(signum).name}{where}: {how}; {then} in this folder and W&B run"
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID", "?")
+    if (trainer.global_rank if trainer is not None else int(os.environ.get("SLURM_PROCID", "0"))) != 0:
+        return note  # one line per requeue: rank 0's
+    try:
+        with open(out / "REQUEUED", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} job {job}: {note}\n")
+    except OSError:
+        pass
+    return note
+
+
 def failure_note(out: Path, signum: int | None, trainer) -> str:
     """The first line of FAILED for a killed run: what stopped it, where, and how to go on."""
     name = signal.Signals(signum).name if signum else "a signal"
+    if STATE.not_requeued:
+        name += f" ({STATE.not_requeued})"
     where = ""
     if trainer is not None and STATE.testing:  # training (if any) had ended: say so, not "at epoch N"
         where = f" in the test pass (after step {trainer.global_step})"

@@ -8,6 +8,7 @@ import math
 import netrc
 import os
 import secrets
+import signal
 import string
 from pathlib import Path
 from urllib.parse import urlparse
@@ -104,7 +105,10 @@ def build_loggers(cfg: DictConfig) -> list:
                 if conf.get("group") is None:
                     conf.group = sweep_group(cfg.task_name)
                 Path(conf.save_dir).mkdir(parents=True, exist_ok=True)
-            log.info("W&B mode: %s (run %s)", mode, conf.id)
+            if rank_zero_only.rank == 0:  # the other ranks of a multi-process run log nothing to W&B
+                log.info("W&B mode: %s (run %s)", mode, conf.id)
+                if mode != "disabled":
+                    start_wandb_service()
         logger = instantiate(conf, _convert_="all")
         if hasattr(logger, "_wandb_init"):  # Lightning passes anonymous=None, which wandb 0.31 warns about
             logger._wandb_init.pop("anonymous", None)
@@ -119,14 +123,59 @@ def log_config(loggers: list, cfg: DictConfig) -> None:
         lg.log_hyperparams(plain)
 
 
+# The signals a scheduler sends a job to end or requeue it. SLURM signals every process of a job
+# step, W&B's service among them, whatever its process group.
+SCHEDULER_SIGNALS = {signal.SIGUSR1, signal.SIGUSR2}
+
+
+def start_wandb_service() -> None:
+    """Start W&B's service process with the scheduler's requeue signals blocked (a blocked mask is
+    inherited, and the service leaves these blocked), so that a preempted or timed-out job (USR2,
+    submitit's signal) can still close its W&B run with its exit code. SIGTERM cannot be kept from
+    it (the service stops on it): `finish_wandb` tolerates its loss."""
+    import wandb
+
+    if not hasattr(signal, "pthread_sigmask"):
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SCHEDULER_SIGNALS)
+    try:
+        wandb.setup()  # starts the service once per process; a no-op after that
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def finish_wandb(exit_code: int = 0) -> None:
     """Close the W&B run of this job, if one is open, with the run's exit code (non-zero: the
-    dashboard marks it failed), so the next job of a sweep gets its own."""
+    dashboard marks it failed), so the next job of a sweep gets its own. A service that is gone
+    (a scheduler's SIGTERM reaches it too) costs one warning, never the exit in flight."""
     import sys
 
     wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
+    if wandb is None or wandb.run is None:
+        return
+    run = wandb.run
+    same = {"id": run.id, "project": run.project, "group": run.group or None, "job_type": run.job_type or None}
+    same |= {"dir": run.settings.root_dir, "mode": run.settings.mode}
+    try:
         wandb.finish(exit_code=exit_code)
+    except Exception as e:  # noqa: BLE001 - e.g. ConnectionResetError: the service was stopped
+        try:
+            wandb.teardown()
+        except Exception:  # noqa: BLE001 - the same lost connection
+            pass
+        try:  # a fresh service records how this attempt ended, in the same W&B run (~0.5 s offline)
+            start_wandb_service()
+            wandb.init(resume="allow", settings=wandb.Settings(silent=True), **same).finish(exit_code=exit_code)
+            recorded = f"its exit code {exit_code} recorded by a new service"
+        except Exception:  # noqa: BLE001
+            recorded = "its exit code not recorded"
+        log.warning(
+            "W&B: the run's service was gone at its close (%s: %s): %s; what it wrote before is kept, "
+            "and the next attempt or resume= continues the same W&B run",
+            type(e).__name__,
+            e,
+            recorded,
+        )
 
 
 class CSVLogger(_LightningCSVLogger):

@@ -356,6 +356,9 @@ def run_safely(cfg: DictConfig) -> float | None:
     except (SIGTERMException, lifecycle.Killed, KeyboardInterrupt) as e:
         signum = lifecycle.received_signal() or getattr(e, "signum", None) or signal.SIGTERM
         code = lifecycle.exit_code(signum)
+        if (requeued := lifecycle.requeue_note(out, signum, lifecycle.STATE.trainer)) is not None:
+            log.warning(requeued)  # not FAILED: the scheduler runs it again, into this folder
+            sys.exit(lifecycle.STATE.requeue_exit or code)
         note = lifecycle.failure_note(out, signum, lifecycle.STATE.trainer)
         if rank0:
             _mark_failed(out, e, note)
@@ -375,6 +378,7 @@ def run_safely(cfg: DictConfig) -> float | None:
         raise
     finally:
         folder.release()
+        lifecycle.STATE.exit_code = code  # a sweep's job ends its process with it (experiments_launcher)
         finish_wandb(exit_code=code)
         lifecycle.restore_signal_handlers(previous_handlers)
     for line in lifecycle.STATE.final_lines:

@@ -27,6 +27,9 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     ):
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
         row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides)}
+        requeued = job_dir / "REQUEUED"  # one line per attempt a scheduler requeued (experiments.lifecycle)
+        if requeued.is_file():
+            row["requeues"] = len(requeued.read_text().splitlines())
         metrics_file = job_dir / "metrics.json"
         if metrics_file.is_file():
             result = json.loads(metrics_file.read_text())
@@ -39,9 +42,9 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
             # or the latest attempt failed (a metrics.json beside it is older)
             reason = refused.read_text().strip() if refused.is_file() else failed.read_text().splitlines()[0]
             status = ("refused: " if refused.is_file() else "failed: ") + reason.removeprefix("error: ")
-            row = {"job": row["job"], "overrides": row["overrides"], "status": status}
+            row = {k: row[k] for k in ("job", "overrides", "requeues") if k in row} | {"status": status}
         elif not metrics_file.is_file():
-            row["status"] = "incomplete"
+            row["status"] = "requeued" if requeued.is_file() else "incomplete"  # requeued: its next attempt runs
         rows.append(row)
     started = {r["job"] for r in rows}
     record = sweep_dir / SWEEP_RECORD
@@ -57,7 +60,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = collect_jobs(sweep_dir)
     if not rows:
         return rows
-    fixed = ["job", "status", "overrides", "wall_time_s"]
+    fixed = ["job", "status", *(["requeues"] if any("requeues" in r for r in rows) else []), "overrides", "wall_time_s"]
     optimized = {r.pop("_optimized") for r in rows if r.get("_optimized")}
     metric_cols = sorted({k for r in rows for k in r} - set(fixed))
     with open(sweep_dir / "summary.csv", "w", newline="") as f:

@@ -26,10 +26,19 @@ def test_slurm_preset_takes_nodes_and_tasks_from_the_trainer(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     launcher = yaml.safe_load(proc.stdout)
     assert launcher["name"] == "vae"  # the SLURM job's name: the task
-    assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
+    assert launcher["_target_"] == "hydra_plugins.experiments_launcher.launchers.SlurmLauncher"
+    assert (launcher["nodes"], launcher["tasks_per_node"]) == (2, 4)
+    # GPUs, CPUs and memory are filled in at launch from the run and the cluster (fit_to_run)
+    assert (launcher["gpus_per_node"], launcher["cpus_per_task"], launcher["mem_gb"]) == (None, None, None)
     for key in ("partition", "account", "timeout_min", "mem_gb", "setup", "additional_parameters", "max_num_timeout"):
         assert key in launcher, key
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])
+def test_slurm_preset_composes_with_every_trainer(compose_cfg, trainer):
+    cfg = compose_cfg("hydra/launcher=slurm", f"trainer={trainer}", "trainer.num_nodes=1")
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node) == (1, 2 if trainer == "ddp" else 1)
 
 
 def test_a_missing_cluster_extra_is_one_line_naming_it(monkeypatch):
