@@ -21,12 +21,15 @@ log = logging.getLogger(__name__)
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder (sorted by job number): overrides, status and metrics."""
     rows = []
-    job_dirs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    record = sweep_dir / SWEEP_RECORD
+    planned = (yaml.safe_load(record.read_text()) or {}).get("jobs", []) if record.is_file() else []
+    # a job's folder: its record, or only FAILED (a setting refused before the record was written)
+    job_dirs = {p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")}
+    job_dirs |= {p.parent for p in sweep_dir.glob("*/FAILED")}
     for job_dir in sorted(
         job_dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
     ):
-        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-        row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides)}
+        row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(job_overrides(job_dir, planned))}
         requeued = job_dir / "REQUEUED"  # one line per attempt a scheduler requeued (experiments.lifecycle)
         if requeued.is_file():
             row["requeues"] = len(requeued.read_text().splitlines())
@@ -47,12 +50,19 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
             row["status"] = "requeued" if requeued.is_file() else "incomplete"  # requeued: its next attempt runs
         rows.append(row)
     started = {r["job"] for r in rows}
-    record = sweep_dir / SWEEP_RECORD
-    planned = (yaml.safe_load(record.read_text()) or {}).get("jobs", []) if record.is_file() else []
     for number, overrides in enumerate(planned):  # a killed sweep: the jobs it never reached
         if str(number) not in started:
             rows.append({"job": str(number), "overrides": " ".join(overrides), "status": "not started"})
     return rows
+
+
+def job_overrides(job_dir: Path, planned: list[list[str]]) -> list[str]:
+    """A job's overrides: its record, else (refused before it was written) what the sweep planned."""
+    saved = job_dir / ".hydra" / "overrides.yaml"
+    if saved.is_file():
+        return yaml.safe_load(saved.read_text()) or []
+    number = int(job_dir.name) if job_dir.name.isdigit() else -1
+    return planned[number] if 0 <= number < len(planned) else []
 
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:

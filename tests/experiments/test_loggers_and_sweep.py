@@ -94,3 +94,23 @@ def test_sweep_summary_shows_the_objective_even_when_it_is_not_a_test_metric(tmp
     md = (tmp_path / "summary.md").read_text()
     assert md.splitlines()[0] == "| job | status | overrides | wall_time_s | masking/random/agreement_auc |"
     assert md.splitlines()[3] == "| 1 | ok | callbacks.patch_masking.fill=mean | 1 | 0.6 |"  # job 1 and its objective
+
+
+def test_sweep_summary_names_jobs_refused_before_their_record_and_those_never_started(tmp_path):
+    """A job whose setting is refused before it writes its record (trainer.max_epochs=-5) has only
+    FAILED: its overrides come from what the sweep planned (sweep.yaml), and the jobs a kill kept
+    from starting are listed too."""
+    from experiments.sweep import collect_jobs
+
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"jobs": [["a=1"], ["a=2"], ["a=3"]]}))
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- a=1\n")
+    (tmp_path / "0" / "metrics.json").write_text(json.dumps({"status": "ok", "metrics": {"test/x": 1.0}}))
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "FAILED").write_text("error: trainer.max_epochs must be a positive integer\n")
+    rows = [(r["job"], r["overrides"], r["status"]) for r in collect_jobs(tmp_path)]
+    assert rows == [
+        ("0", "a=1", "ok"),
+        ("1", "a=2", "failed: trainer.max_epochs must be a positive integer"),
+        ("2", "a=3", "not started"),
+    ]
