@@ -38,10 +38,11 @@ ALL = {"framework", "seed", "bound"}
     "name, outputs",
     [
         ("vit_train", ["vit_train"]),
-        ("resnet_train", ["resnet_train_full", "resnet_train_head"]),
+        # the two longest (~20 s and ~10 s): slow, and run by the slow gpu_check dry run below too
+        pytest.param("resnet_train", ["resnet_train_full", "resnet_train_head"], marks=pytest.mark.slow),
         ("vae_train", ["vae_train"]),
         ("clip_embedding", ["clip_embedding"]),
-        ("vit_analyses", ["vit_analyses"]),
+        pytest.param("vit_analyses", ["vit_analyses"], marks=pytest.mark.slow),
         ("clip_train", ["clip_train"]),
     ],
 )

@@ -160,6 +160,7 @@ def test_sigint_exits_130_and_a_job_relaunched_into_its_folder_resumes_by_itself
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3 and not (run / "FAILED").exists()
 
 
+@pytest.mark.slow  # a CLI sweep killed in its first job: .ci/run runs it (-m slow ... test_lifecycle.py)
 def test_a_killed_sweep_lists_the_jobs_it_never_started(tmp_path):
     """SIGTERM in the first of three jobs: the sweep stops (exit 143) and its summary still has a row
     for every job: the killed one with its resume command, the two it never reached."""

@@ -46,6 +46,7 @@ def refused(capsys, code: int, *must_name: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # full runs and resumes: .ci/run runs them (-m slow tests/e2e/test_run_folder.py)
 def test_a_second_launch_into_a_run_folder_is_refused_and_changes_nothing(tmp_path, run_experiment, capsys):
     """What EXPERIMENTS_RUN_ID=myexp or hydra.run.dir=<run> do: the same folder. Another model is
     refused (it used to train beta=4 on top of beta=1), so is the same command again into a finished
@@ -104,6 +105,7 @@ def test_a_running_folder_is_locked_until_its_process_ends_however_it_ends(tmp_p
     taken.release()
 
 
+@pytest.mark.slow  # full runs and resumes: .ci/run runs them (-m slow tests/e2e/test_run_folder.py)
 def test_a_moved_folder_with_a_damaged_last_ckpt_resumes_from_its_own_intact_checkpoint(
     tmp_path, run_experiment, caplog, capsys
 ):
@@ -157,6 +159,7 @@ def test_ckpt_path_of_another_model_or_not_a_checkpoint_is_one_line(tmp_path, ru
     refused(capsys, code, f"ckpt_path={junk}: is damaged or not a checkpoint")
 
 
+@pytest.mark.slow  # full runs and resumes: .ci/run runs them (-m slow tests/e2e/test_run_folder.py)
 def test_a_kill_in_the_test_pass_says_so_and_the_resume_keeps_the_fit_metrics(tmp_path, run_experiment):
     kill = ("+callbacks.kill._target_=signals.SendSignal", "+callbacks.kill.at_step=0", "+callbacks.kill.in_test=true")
     once = f"+callbacks.kill.once={tmp_path / 'sent'}"  # the resumed attempt is not killed again
@@ -175,6 +178,7 @@ def train_rows(run: Path) -> list[tuple[int, str]]:
     return [(int(r["step"]), r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
 
 
+@pytest.mark.slow  # full runs and resumes: .ci/run runs them (-m slow tests/e2e/test_run_folder.py)
 def test_after_a_sigkill_the_csv_and_wandb_histories_only_go_forward(tmp_path, run_experiment):
     """SIGKILL (no handler runs) well after an epoch's last.ckpt: the rows logged after that
     checkpoint belong to a lost attempt; the resumed CSV has every step once, and W&B's steps go on
@@ -208,6 +212,7 @@ def test_after_a_sigkill_the_csv_and_wandb_histories_only_go_forward(tmp_path, r
     assert steps[0] == saved and steps == sorted(steps)  # it goes on from the checkpoint's step, not from 0
 
 
+@pytest.mark.slow  # full runs and resumes: .ci/run runs them (-m slow tests/e2e/test_run_folder.py)
 def test_a_sweep_folder_holds_one_sweep(tmp_path):
     """`-m model.latent_dim=2,4 hydra.sweep.dir=X` then `-m model.beta=2,3 hydra.sweep.dir=X`: the second
     is refused before any job runs (it used to report the old model re-tested as beta=2)."""
@@ -223,6 +228,7 @@ def test_a_sweep_folder_holds_one_sweep(tmp_path):
     assert snapshot(sweep) == before
 
 
+@pytest.mark.slow  # full runs and resumes: .ci/run runs them (-m slow tests/e2e/test_run_folder.py)
 def test_train_false_with_ckpt_path_tests_that_checkpoint(tmp_path, run_experiment):
     """`train=false ckpt_path=<best.ckpt>` evaluates those weights (it used to test an untrained model)
     and reproduces the run's own test metric."""
