@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from formats import write_image_folder
 from smoke import RESNET_SMOKE
-from tiny_models import save_tiny_vit
+from tiny_models import TINY_CLIP_SCRATCH, save_tiny_vit
 from wandb_reader import read_run
 
 SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200", "logger=wandb")
@@ -190,18 +190,6 @@ def test_clip_run_with_a_tiny_saved_model(tmp_path, run_experiment):
     assert history["gap/norm"] == pytest.approx(m["gap/norm"])
 
 
-CLIP_TINY_SCRATCH = {  # a CLIP that trains in seconds
-    "embed_dim": 16,
-    "image_size": 28,
-    "patch_size": 7,
-    "vision_width": 32,
-    "vision_layers": 1,
-    "vision_head_width": 16,
-    "text_width": 32,
-    "text_heads": 2,
-    "text_layers": 1,
-    "context_length": 16,
-}
 CLIP_TINY_TRAINING = (  # the preset, shrunk: 2 epochs of 4 steps on synthetic FashionMNIST, analyses on 64 test images
     "experiment=clip_scratch_fashion_mnist",
     "data.synthetic=true",
@@ -214,7 +202,7 @@ CLIP_TINY_TRAINING = (  # the preset, shrunk: 2 epochs of 4 steps on synthetic F
     "callbacks.clip_analyses.projections=[pca]",
     "callbacks.clip_analyses.tsne_pairs=40",
     "logger=csv",
-    *(f"model.scratch.{k}={v}" for k, v in CLIP_TINY_SCRATCH.items()),
+    *(f"model.scratch.{k}={v}" for k, v in TINY_CLIP_SCRATCH.items()),
 )
 
 
@@ -271,7 +259,7 @@ def test_clip_fine_tunes_every_weight_of_a_saved_model(tmp_path, run_experiment)
 
     from models.clip_module import load_clip, register_config, scratch_config
 
-    name, config = register_config(scratch_config(**CLIP_TINY_SCRATCH), stem="tiny_clip_full")
+    name, config = register_config(scratch_config(**TINY_CLIP_SCRATCH), stem="tiny_clip_full")
     saved, _ = load_clip(name, None, config)
     torch.save(saved.state_dict(), tmp_path / "saved.pt")
     code, run = run_experiment(
@@ -323,7 +311,7 @@ def test_clip_trains_on_a_users_class_folders(tmp_path, run_experiment):
         "callbacks.clip_analyses.projections=[pca]",
         "callbacks.clip_analyses.tsne_pairs=8",
         "logger=csv",
-        *(f"model.scratch.{k}={v}" for k, v in CLIP_TINY_SCRATCH.items()),
+        *(f"model.scratch.{k}={v}" for k, v in TINY_CLIP_SCRATCH.items()),
     )
     result = finished(code, run)
     assert result["global_step"] == 4  # 36 images: 7 test, 4 val, 25 train in batches of 8
@@ -639,7 +627,7 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
     ),
     "clip training on unlabelled images": (
         ["task=clip", "train=true", "data=images", "data.synthetic=true"]
-        + [f"model.scratch.{k}={v}" for k, v in CLIP_TINY_SCRATCH.items()],
+        + [f"model.scratch.{k}={v}" for k, v in TINY_CLIP_SCRATCH.items()],
         "finetune=scratch trains on captions made from class names",
     ),
     "callback the model cannot serve": (

@@ -25,3 +25,17 @@ def save_tiny_vit(folder, processor: bool = True, **overrides):
         side = overrides.get("image_size", TINY["image_size"])
         ViTImageProcessor(size={"height": side, "width": side}, image_mean=MEAN, image_std=STD).save_pretrained(folder)
     return model
+
+
+TINY_CLIP_SCRATCH = {  # model.scratch keys of a CLIP that builds in a blink and trains in seconds
+    "embed_dim": 16,
+    "image_size": 28,
+    "patch_size": 7,
+    "vision_width": 32,
+    "vision_layers": 1,
+    "vision_head_width": 16,
+    "text_width": 32,
+    "text_heads": 2,
+    "text_layers": 1,
+    "context_length": 16,
+}

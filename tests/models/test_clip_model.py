@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from tiny_models import TINY_CLIP_SCRATCH
 
 from models import ClipZeroShot
 from models.clip_module import load_clip
@@ -72,27 +73,14 @@ def test_bad_names_name_their_keys():
         load_clip("ViT-B-32", "no-such-tag")
 
 
-SMALL = {  # model.scratch keys of a CLIP that builds in a blink
-    "embed_dim": 16,
-    "image_size": 28,
-    "patch_size": 7,
-    "vision_width": 32,
-    "vision_layers": 1,
-    "vision_head_width": 16,
-    "text_width": 32,
-    "text_heads": 2,
-    "text_layers": 1,
-    "context_length": 16,
-}
-
-
 def small_clip(**kwargs):
     from functools import partial
 
     from models import ClipModule
 
     torch.manual_seed(0)
-    keys = {"finetune": "scratch", "scratch": SMALL, "optimizer": partial(torch.optim.AdamW, lr=1e-2), **kwargs}
+    optimizer = partial(torch.optim.AdamW, lr=1e-2)
+    keys = {"finetune": "scratch", "scratch": TINY_CLIP_SCRATCH, "optimizer": optimizer, **kwargs}
     module = ClipModule(**keys)
     data = type("Data", (), {"classes": ["cat", "dog", "bird"], "labelled": True})()
     module.check_setup(model=module, datamodule=data)
@@ -103,19 +91,20 @@ def small_clip(**kwargs):
 def test_scratch_config_is_an_open_clip_config_and_bad_keys_name_themselves():
     from models.clip_module import register_config, scratch_config
 
-    config = scratch_config(**SMALL, temperature=0.05)
+    config = scratch_config(**TINY_CLIP_SCRATCH, temperature=0.05)
     assert config["vision_cfg"] == {"image_size": 28, "patch_size": 7, "width": 32, "layers": 1, "head_width": 16}
     assert config["init_logit_scale"] == pytest.approx(np.log(20.0))
     name, path = register_config(config)
     model, tokenizer = load_clip(name, None, path)  # open_clip builds it from the registered JSON
     assert model.visual.image_size == (28, 28) and tokenizer(["a cat"]).shape == (1, 16)
-    assert register_config(scratch_config(**{**SMALL, "embed_dim": 8}))[0] != name  # another config, another name
+    other = scratch_config(**{**TINY_CLIP_SCRATCH, "embed_dim": 8})
+    assert register_config(other)[0] != name  # another config, another name
     with pytest.raises(ValueError, match="model.scratch.patch_size=5 does not divide model.scratch.image_size=28"):
-        scratch_config(**{**SMALL, "patch_size": 5})
+        scratch_config(**{**TINY_CLIP_SCRATCH, "patch_size": 5})
     with pytest.raises(ValueError, match="model.scratch.text_heads=3 does not divide model.scratch.text_width=32"):
-        scratch_config(**{**SMALL, "text_heads": 3})
+        scratch_config(**{**TINY_CLIP_SCRATCH, "text_heads": 3})
     with pytest.raises(ValueError, match="model.scratch.vision_layers must be a positive integer"):
-        scratch_config(**{**SMALL, "vision_layers": 0})
+        scratch_config(**{**TINY_CLIP_SCRATCH, "vision_layers": 0})
 
 
 def test_each_distinct_caption_is_encoded_once_and_the_loss_is_the_same_as_encoding_every_one():
