@@ -161,7 +161,7 @@ def claim_sweep_folder(sweep_dir: Path, overrides: list[str], jobs: list[list[st
     record = sweep_dir / SWEEP_RECORD
     mine = identity_overrides(overrides)
     if record.is_file():
-        theirs = (yaml.safe_load(record.read_text()) or {}).get("identity", [])
+        theirs = sweep_record(sweep_dir).get("identity", [])
         if theirs != mine:
             raise FolderTaken(
                 f"{sweep_dir} holds another sweep ({' '.join(theirs) or 'no overrides'}; this one: "
@@ -172,6 +172,12 @@ def claim_sweep_folder(sweep_dir: Path, overrides: list[str], jobs: list[list[st
         raise FolderTaken(f"{sweep_dir} holds the jobs of an earlier sweep: start in a new folder")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     record.write_text(yaml.safe_dump({"overrides": list(overrides), "identity": mine, "jobs": jobs or []}))
+
+
+def sweep_record(sweep_dir: Path) -> dict[str, Any]:
+    """What sweep.yaml holds: the sweep's overrides, those that make its identity, its planned jobs."""
+    record = sweep_dir / SWEEP_RECORD
+    return (yaml.safe_load(record.read_text()) or {}) if record.is_file() else {}
 
 
 def planned_jobs(config: DictConfig) -> list[list[str]]:

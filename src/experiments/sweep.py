@@ -13,7 +13,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from experiments.run_folder import REFUSED, SWEEP_RECORD
+from experiments.run_folder import REFUSED, sweep_record
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,7 @@ log = logging.getLogger(__name__)
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder (sorted by job number): overrides, status and metrics."""
     rows = []
-    record = sweep_dir / SWEEP_RECORD
-    planned = (yaml.safe_load(record.read_text()) or {}).get("jobs", []) if record.is_file() else []
+    planned = sweep_record(sweep_dir).get("jobs", [])
     # a job's folder: its record, or only FAILED (a setting refused before the record was written)
     job_dirs = {p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")}
     job_dirs |= {p.parent for p in sweep_dir.glob("*/FAILED")}
