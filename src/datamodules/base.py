@@ -8,6 +8,7 @@ runs batched on the device the model uses (see `BatchTransform`).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 UNLABELLED = -1  # the label of an image without one (a user's own files)
 
@@ -90,7 +93,7 @@ class TensorBatches:
             seed,
         )
         self.device, self.transform = device, transform  # each batch: moved to `device`, then transformed
-        self.epoch = 0
+        self.progress = EpochProgress()  # which pass and how far into it: the loader's checkpointed state
 
     @staticmethod
     def _world() -> tuple[int, int]:
@@ -108,22 +111,75 @@ class TensorBatches:
     def __iter__(self):
         n = len(self.split)
         device = self.split.images.device
+        epoch, start = self.progress.begin(len(self))
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            g = torch.Generator().manual_seed(self.seed + epoch)
             order = torch.randperm(n, generator=g).to(device)
-            self.epoch += 1
         else:
             order = torch.arange(n, device=device)
         rank, world = self._world()
         if world > 1:
             total = self._per_rank() * world
             order = order.repeat(math.ceil(total / n))[:total][rank::world]
-        for b in range(len(self)):
+        for b in range(start, len(self)):
+            self.progress.batches = b + 1
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             x, y = self.split.images[index], self.split.labels[index]
             if self.device is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             yield (x if self.transform is None else self.transform(x)), y
+
+    # -- mid-epoch resume: Lightning checkpoints a training loader that has these two (its fit loop
+    # keeps the state under "combined_loader" and hands it back before the resumed epoch's iter())
+    def state_dict(self) -> dict:
+        return self.progress.state(images=len(self.split), world=self._world()[1], batch_size=self.batch_size)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.progress.load(state, images=len(self.split), world=self._world()[1], batch_size=self.batch_size)
+
+
+class EpochProgress:
+    """Where a training loader is in its passes over the data: the pass (its seeded order) and the
+    batches of it already handed out. A loader resumed from `state()` continues that pass with the
+    batches it had not yet given, in the same order, then goes on to the next pass.
+
+    Lightning does not prefetch from a loader with a length, so every batch handed out when a
+    checkpoint is written has been trained on (the step ends before a kill's checkpoint).
+    """
+
+    def __init__(self) -> None:
+        self.epoch, self.batches, self.started = 0, 0, False
+        self._resume: tuple[int, int] | None = None
+
+    def begin(self, length: int) -> tuple[int, int]:
+        """A new iteration: (pass, first batch). A resumed pass that had ended moves to the next."""
+        if self._resume is not None:
+            epoch, start = self._resume
+            self._resume = None
+            if start >= length:
+                epoch, start = epoch + 1, 0
+        elif self.started:
+            epoch, start = self.epoch + 1, 0
+        else:
+            epoch, start = self.epoch, 0
+        self.epoch, self.batches, self.started = epoch, start, True
+        return epoch, start
+
+    def state(self, **shape: int) -> dict:
+        return {"epoch": self.epoch, "batches": self.batches, "started": self.started, **shape}
+
+    def load(self, state: dict, **shape: int) -> None:
+        saved = {k: state.get(k) for k in shape}
+        if saved != shape:  # another data set, batch size or number of ranks: batch counts mean other samples
+            log.warning(
+                "the checkpoint's data loader state is of %s, this run has %s: the interrupted epoch starts again",
+                saved,
+                shape,
+            )
+            self.epoch, self.started, self._resume = int(state.get("epoch", 0)), True, (int(state.get("epoch", 0)), 0)
+            return
+        self.epoch, self.batches, self.started = int(state["epoch"]), int(state["batches"]), bool(state["started"])
+        self._resume = (self.epoch, self.batches) if self.started else None
 
 
 class BatchTransform(nn.Module):

@@ -84,6 +84,25 @@ def when(condition, value, otherwise=None):
     return value if condition else otherwise
 
 
+def class_count(root) -> int | None:
+    """`${class_count:${.root}}`: the classes of a streamed data set, counted before anything is built
+    (the model's head needs the number): root/train's class folders (data=folder), or the classes
+    recorded beside converted shards (data=shards); null when root holds neither."""
+    import json
+
+    if not root:
+        return None
+    base = Path(str(root)).expanduser()
+    if (base / "classes.json").is_file():
+        try:
+            return len(json.loads((base / "classes.json").read_text()))
+        except (OSError, ValueError):
+            return None
+    if (base / "train").is_dir():
+        return sum(1 for p in (base / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+    return None
+
+
 def config_dir() -> str:
     """The Hydra config tree: inside an installed package, or conf/ at the root of a checkout."""
     here = Path(__file__).resolve().parent
@@ -98,6 +117,7 @@ for _name, _fn in (
     ("auto_precision", auto_precision),
     ("when", when),
     ("rank_suffix", rank_suffix),
+    ("class_count", class_count),
 ):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
