@@ -21,6 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -68,25 +69,34 @@ def scan(split_dir: Path, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarra
 
 
 def decode(path: str, gray: bool = False) -> torch.Tensor:
-    """uint8 (C, H, W), RGB (or grey), EXIF orientation applied. torchvision's decoders for JPEG,
-    PNG, GIF, WebP; PIL (with the in-memory path's conversions) for anything else."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    """uint8 (C, H, W), RGB (or grey), EXIF orientation applied, of an image file."""
+    with open(path, "rb") as f:
+        return decode_bytes(f.read(), gray, path)
+
+
+def decode_bytes(data: bytes, gray: bool, name: str) -> torch.Tensor:
+    """uint8 (C, H, W) of an encoded image: torchvision's decoders for JPEG, PNG, GIF, WebP; PIL
+    (with the in-memory path's conversions: 16-bit, palette, transparency) for anything else."""
+    import io
+
+    from torchvision.io import ImageReadMode, decode_image
 
     mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
-    data = read_file(path)
     try:
-        return decode_image(data, mode=mode, apply_exif_orientation=True)
+        return decode_image(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode, apply_exif_orientation=True
+        )
     except RuntimeError:
         from PIL import Image, ImageOps
 
         from .images import to_rgb
 
         try:
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 rgb = to_rgb(ImageOps.exif_transpose(img))
         except (OSError, ValueError, SyntaxError) as e:
-            raise OSError(f"data.root: cannot read {path} as an image ({type(e).__name__}: {e})") from e
+            raise OSError(f"data.root: cannot read {name} as an image ({type(e).__name__}: {e})") from e
         img = rgb.convert("L") if gray else rgb
         arr = np.asarray(img, dtype=np.uint8)
         return torch.from_numpy(arr[None] if gray else arr.transpose(2, 0, 1).copy())
@@ -166,14 +176,18 @@ class FolderDataset(Dataset):
 
 
 # -- the order: seeded per pass, split over ranks, resumable --------------------------------------
-def rank_batches(n: int, batch_size: int, shuffle: bool, seed: int, epoch: int, drop_last: bool) -> list[np.ndarray]:
-    """This rank's batches of one pass: image indices into the split. Rank r takes every world-th
-    image of the pass's order; each rank gets the same number of batches (DDP steps together), sized
-    within one image of each other under DDP, so no image is repeated or left out (drop_last: the
-    images past the last full batch of the smallest rank are left out)."""
+def shuffled_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """One pass's order over n images: a permutation seeded by (seed, pass)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def rank_batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndarray]:
+    """This rank's batches of one pass's `order`. Rank r takes every world-th image; each rank gets
+    the same number of batches (DDP steps together), sized within one image of each other under DDP,
+    so no image is repeated or left out (drop_last: the images past the last full batch of the
+    smallest rank are left out)."""
     rank, size = world()
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-    mine = order[rank::size]
+    n, mine = len(order), order[rank::size]
     if drop_last:
         count = (n // size) // batch_size
         return [mine[b * batch_size : (b + 1) * batch_size] for b in range(count)]
@@ -214,13 +228,15 @@ class FolderBatches:
             drop_last,
         )
         self.loader_args, self.device, self.transform, self.limit = loader_args, device, transform, limit
+        self.order: Callable[[int, int], np.ndarray] = partial(shuffled_order, self._images())  # (seed, pass)
         self.progress = EpochProgress()
 
     def _images(self) -> int:
         return len(self.dataset) if self.limit is None else min(self.limit, len(self.dataset))
 
     def batches(self, epoch: int) -> list[np.ndarray]:
-        return rank_batches(self._images(), self.batch_size, self.shuffle, self.seed, epoch, self.drop_last)
+        order = self.order(self.seed, epoch) if self.shuffle else np.arange(self._images())
+        return rank_batches(order, self.batch_size, self.drop_last)
 
     def __len__(self) -> int:
         return len(self.batches(0))
@@ -389,8 +405,6 @@ class FolderDataModule(pl.LightningDataModule):
 
     def _batches(self, name: str, shuffle: bool, device: torch.device | None = None, limit: int | None = None):
         self.setup()
-        from functools import partial
-
         if name in self.features and limit is None:  # data.cache_features=true, while fitting
             from .base import TensorBatches
 

@@ -92,7 +92,7 @@ def test_folder_order_splits_over_ranks_without_overlap_or_loss(monkeypatch, wor
         per_rank = []
         for rank in range(world):
             monkeypatch.setattr(folder, "world", lambda rank=rank: (rank, world))
-            per_rank.append(folder.rank_batches(n, 4, True, seed=1, epoch=2, drop_last=False))
+            per_rank.append(folder.rank_batches(folder.shuffled_order(n, seed=1, epoch=2), 4, drop_last=False))
         assert len({len(b) for b in per_rank}) == 1  # DDP steps together
         ids = [int(i) for batches in per_rank for b in batches for i in b]
         assert sorted(ids) == list(range(n))

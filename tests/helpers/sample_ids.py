@@ -45,14 +45,16 @@ def numbered_folder(root: Path, images: int = 24, val: int = 4) -> Path:
 
 
 class RecordLabels(Callback):
-    """Appends {"epoch", "step", "labels"} of every training batch, as it starts, to `path` (JSON lines)."""
+    """Appends {"epoch", "step", "labels"} of every training batch, as it starts, to `path` (JSON
+    lines; rank r > 0 of a DDP run to `path`.rank<r>)."""
 
     def __init__(self, path: str):
         self.path = path
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         line = {"epoch": trainer.current_epoch, "step": trainer.global_step, "labels": batch[1].tolist()}
-        with open(self.path, "a") as f:
+        path = self.path if trainer.global_rank == 0 else f"{self.path}.rank{trainer.global_rank}"
+        with open(path, "a") as f:
             f.write(json.dumps(line) + "\n")
 
 

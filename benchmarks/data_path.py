@@ -1,0 +1,298 @@
+"""The data path alone, no model: training images/s out of a folder of JPEGs, per decoding worker.
+
+Contenders (every one decodes the same JPEGs and gives the same training transform: a random
+resized crop to --image-size, a horizontal flip, scaling and normalisation; batches of
+--batch-size, shuffled, --workers worker processes):
+- plain: torchvision's ImageFolder + PIL + transforms.Compose + a DataLoader (what a notebook writes)
+- folder: data=folder (datamodules.FolderDataModule): torchvision's decoders in the workers, uint8 batches,
+  normalised batched in the main process
+- shards: data=shards (datamodules.ShardsDataModule): the same, read from litdata chunks converted once
+- litdata: litdata's own StreamingDataset + StreamingDataLoader over the same chunks (its order, not ours)
+- webdataset: webdataset 1.0.2 tar shards of the same files, the same decode and transform
+- gpu_decode (on a GPU only): the workers only read the files; each batch is decoded with nvJPEG
+  (torchvision.io.decode_jpeg(list, device="cuda")), cropped, flipped and normalised on the GPU
+The JPEGs are made here (random smooth images, --side x 3/4 --side px, quality 90), in a temporary folder.
+Ratios: each contender / plain. Steady state: `warmup` batches untimed, then `repeats` windows of
+`steps` batches (harness.py); passes follow each other without a pause (a new pass starts its workers).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import arguments, rate, report, timed_windows  # noqa: E402
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def make_jpegs(root: Path, images: int, side: int, classes: int = 10) -> None:
+    """root/train/<class>/<i>.jpg and root/val/<class>/<i>.jpg: smooth random images (upsampled
+    noise: they compress like photos, not like noise)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    h, w = side * 3 // 4, side
+    for split, n in (("train", images), ("val", max(classes, images // 10))):
+        for i in range(n):
+            folder = root / split / f"class_{i % classes}"
+            folder.mkdir(parents=True, exist_ok=True)
+            small = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+            img = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+            img.save(folder / f"{i}.jpg", quality=90)
+
+
+def cycle(make_iter):
+    """Batches forever, pass after pass."""
+    while True:
+        yield from make_iter()
+
+
+def plain(root: Path, args):
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    transform = T.Compose(
+        [
+            T.RandomResizedCrop(args.image_size),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(MEAN, STD),
+        ]
+    )
+    ds = datasets.ImageFolder(str(root / "train"), transform=transform)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True, prefetch_factor=4
+    )
+    return cycle(lambda: iter(loader))
+
+
+def module_loader(dm, args):
+    loader = dm.train_dataloader()
+    return cycle(lambda: iter(loader))
+
+
+def folder(root: Path, args):
+    from datamodules import FolderDataModule
+
+    dm = FolderDataModule(
+        root=str(root), image_size=args.image_size, mean=MEAN, std=STD, batch_size=args.batch_size,
+        num_workers=args.workers, drop_last=True,
+    )  # fmt: skip
+    return module_loader(dm, args)
+
+
+def shards(root: Path, args):
+    from datamodules.shards import ShardsDataModule
+
+    dm = ShardsDataModule(
+        root=str(root), image_size=args.image_size, mean=MEAN, std=STD, batch_size=args.batch_size,
+        num_workers=args.workers, drop_last=True,
+    )  # fmt: skip
+    return module_loader(dm, args)
+
+
+class _Decode:
+    """bytes -> normalised float image, the training transform (picklable for workers)."""
+
+    def __init__(self, image_size: int):
+        from datamodules.folder import Augment
+
+        self.augment = Augment(image_size, image_size, (0.08, 1.0), (3 / 4, 4 / 3), True)
+        self.mean, self.std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+        self.count = 0
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        from datamodules.folder import decode_bytes
+
+        self.count += 1
+        return self.augment.train(decode_bytes(data, False, "jpeg"), seed=self.count + os.getpid() * 1_000_003)
+
+
+def litdata_native(root: Path, args):
+    import litdata
+
+    decode = _Decode(args.image_size)
+
+    class Images(litdata.StreamingDataset):
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            return decode(bytes(item["image"])), item["label"]
+
+    ds = Images(str(root / "train"), shuffle=True, drop_last=True, seed=42)
+    loader = litdata.StreamingDataLoader(ds, batch_size=args.batch_size, num_workers=args.workers, drop_last=True)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+
+    def passes():
+        for x, y in loader:
+            yield (x.float() / 255 - mean) / std, y
+
+    return cycle(passes)
+
+
+def webdataset(root: Path, args):
+    import webdataset as wds
+
+    decode = _Decode(args.image_size)
+    urls = sorted(str(p) for p in root.glob("*.tar"))
+    pipeline = (
+        wds.WebDataset(urls, shardshuffle=len(urls), nodesplitter=wds.split_by_node, empty_check=False)
+        .shuffle(1000)
+        .map(lambda s: (decode(s["jpg"]), int(s["cls"])))
+        .batched(args.batch_size, partial=False)
+    )
+    loader = wds.WebLoader(pipeline, batch_size=None, num_workers=args.workers)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+
+    def passes():
+        for x, y in loader:
+            yield (x.float() / 255 - mean) / std, y
+
+    return cycle(passes)
+
+
+def write_webdataset(folder: Path, out: Path, shard_images: int) -> None:
+    import webdataset as wds
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted((folder / "train").rglob("*.jpg"))
+    classes = sorted(p.name for p in (folder / "train").iterdir())
+    with wds.ShardWriter(str(out / "train-%06d.tar"), maxcount=shard_images, verbose=0) as sink:
+        for i, f in enumerate(files):
+            sink.write({"__key__": f"{i:08d}", "jpg": f.read_bytes(), "cls": str(classes.index(f.parent.name))})
+
+
+class _ReadBytes(torch.utils.data.Dataset):
+    """The GPU path's workers: file bytes and labels only."""
+
+    def __init__(self, root: Path):
+        from datamodules.folder import class_folders, scan
+
+        self.split_dir = root / "train"
+        self.paths, self.labels = scan(self.split_dir, class_folders(self.split_dir))
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from torchvision.io import read_file
+
+        return read_file(str(self.split_dir / self.paths[i].decode())), int(self.labels[i])
+
+
+def gpu_decode(root: Path, args):
+    """nvJPEG: one batched decode_jpeg call per batch on the GPU, then per-image crops on the GPU."""
+    from torchvision.io import decode_jpeg
+    from torchvision.transforms.v2 import functional as TF
+
+    from datamodules.folder import crop_box
+
+    ds = _ReadBytes(root)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
+        collate_fn=lambda items: ([d for d, _ in items], torch.tensor([y for _, y in items])),
+    )  # fmt: skip
+    device = torch.device(args.device)
+    mean, std = torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    g = torch.Generator().manual_seed(0)
+
+    def passes():
+        for data, y in loader:
+            images = decode_jpeg(data, device=device)
+            out = []
+            for img in images:
+                top, left, h, w = crop_box(img.shape[-2], img.shape[-1], (0.08, 1.0), (3 / 4, 4 / 3), g)
+                img = TF.resized_crop(img, top, left, h, w, [args.image_size] * 2, antialias=True)
+                out.append(img.flip(-1) if float(torch.rand(1, generator=g)) < 0.5 else img)
+            x = torch.stack(out).float().div_(255)
+            yield (x - mean) / std, y.to(device, non_blocking=True)
+
+    return cycle(passes)
+
+
+def main() -> None:
+    p = arguments(__doc__.split("\n")[0], batch_size=64, warmup=4, steps=8, repeats=3)
+    p.add_argument("--images", type=int, default=2000, help="JPEGs in train/ (made here)")
+    p.add_argument(
+        "--side", type=int, default=500, help="their width (height: 3/4 of it), as ImageNet's typical 500x375"
+    )
+    p.add_argument("--image-size", type=int, default=224, help="the crop the model would see")
+    p.add_argument("--workers", type=int, default=1, help="decoding worker processes per contender")
+    p.add_argument("--only", default=None, help="comma-separated contenders to run (default: all that apply)")
+    p.add_argument("--folder", type=Path, default=None, help="use this image folder instead of making JPEGs")
+    args = p.parse_args()
+    if args.tiny:
+        args.images, args.side, args.image_size, args.batch_size = 64, 96, 32, 8
+        args.warmup, args.steps, args.repeats = 1, 2, 2
+    device = torch.device(args.device)
+    names = ["plain", "folder", "shards", "litdata", "webdataset"] + (["gpu_decode"] if device.type == "cuda" else [])
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
+    contenders, settings = {}, {}
+    with tempfile.TemporaryDirectory(prefix="data_path_") as tmp:
+        tmp = Path(tmp)
+        root = args.folder or tmp / "jpegs"
+        start = time.perf_counter()
+        if args.folder is None:
+            make_jpegs(root, args.images, args.side)
+        made = time.perf_counter() - start
+        n_train = sum(1 for _ in (root / "train").rglob("*.*"))
+        jpeg_bytes = sum(f.stat().st_size for f in (root / "train").rglob("*.*"))
+        settings.update(
+            images=n_train, mean_jpeg_kb=round(jpeg_bytes / n_train / 1024, 1), side=args.side,
+            image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
+            cores=len(os.sched_getaffinity(0)), made_s=round(made, 1),
+        )  # fmt: skip
+        if {"shards", "litdata"} & set(names):
+            from datamodules.shards import convert
+
+            start = time.perf_counter()
+            with _quiet():
+                convert(root, tmp / "shards", chunk_size="64MB", workers=max(1, args.workers))
+            settings["convert_s"] = round(time.perf_counter() - start, 1)
+        if "webdataset" in names:
+            write_webdataset(root, tmp / "wds", shard_images=max(8, n_train // 8))
+        sources = {"plain": root, "folder": root, "shards": tmp / "shards", "litdata": tmp / "shards", "webdataset": tmp / "wds", "gpu_decode": root}  # fmt: skip
+        makers = {"plain": plain, "folder": folder, "shards": shards, "litdata": litdata_native, "webdataset": webdataset, "gpu_decode": gpu_decode}  # fmt: skip
+        for name in names:
+            batches = makers[name](sources[name], args)
+            step = lambda batches=batches: next(batches)  # noqa: E731
+            with _quiet():
+                seconds = timed_windows(step, args.warmup, args.steps, args.repeats, device)
+            r = rate(seconds, args.steps * args.batch_size)
+            r["per_worker"] = r["per_s"] / max(1, args.workers)
+            contenders[name] = r
+            print(f"  {name}: {r['per_s']:.1f} img/s", flush=True)
+    result = report("data_path: training images/s from JPEGs", "img/s", contenders, settings, args.out, device)
+    if "plain" in contenders:
+        base = contenders["plain"]["per_s"]
+        result["ratios"] = {f"{n}/plain": c["per_s"] / base for n, c in contenders.items() if n != "plain"}
+        for name, value in result["ratios"].items():
+            print(f"  {name:18s} {value:6.3f}")
+        if args.out is not None:
+            import json
+
+            args.out.write_text(json.dumps(result, indent=2))
+
+
+class _quiet:
+    """litdata and webdataset print progress bars on stdout: not in the report."""
+
+    def __enter__(self):
+        self.saved = sys.stdout
+        sys.stdout = io.StringIO()
+
+    def __exit__(self, *exc):
+        sys.stdout = self.saved
+
+
+if __name__ == "__main__":
+    main()
