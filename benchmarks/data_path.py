@@ -260,10 +260,13 @@ def main() -> None:
             settings["convert_s"] = round(time.perf_counter() - start, 1)
         if "webdataset" in names:
             write_webdataset(root, tmp / "wds", shard_images=max(8, n_train // 8))
-        sources = {"plain": root, "folder": root, "shards": tmp / "shards", "litdata": tmp / "shards", "webdataset": tmp / "wds", "gpu_decode": root}  # fmt: skip
-        makers = {"plain": plain, "folder": folder, "shards": shards, "litdata": litdata_native, "webdataset": webdataset, "gpu_decode": gpu_decode}  # fmt: skip
+        sources = {"shards": tmp / "shards", "litdata": tmp / "shards", "webdataset": tmp / "wds"}  # else the folder
+        makers = {
+            "plain": plain, "folder": folder, "shards": shards, "litdata": litdata_native, "webdataset": webdataset,
+            "gpu_decode": gpu_decode,
+        }  # fmt: skip
         for name in names:
-            batches = makers[name](sources[name], args)
+            batches = makers[name](sources.get(name, root), args)
             step = lambda batches=batches: next(batches)  # noqa: E731
             with _quiet():
                 seconds = timed_windows(step, args.warmup, args.steps, args.repeats, device)

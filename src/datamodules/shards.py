@@ -50,7 +50,7 @@ def convert(folder: str | Path, out: str | Path, chunk_size: str = "256MB", work
     try:
         for split in SPLITS:
             counts.update(_convert_split(folder, out, split, classes, chunk_size, workers))
-    finally:  # litdata.optimize sets the process-wide start method (spawn, forced): the DataLoaders after it keep theirs
+    finally:  # litdata.optimize forces the process-wide start method to spawn: put back what DataLoaders had
         multiprocessing.set_start_method(start_method, force=True)
     (out / "classes.json").write_text(json.dumps(classes))
     return counts
@@ -62,7 +62,7 @@ def _convert_split(folder: Path, out: Path, split: str, classes, chunk_size: str
     if not (folder / split).is_dir():
         return {}
     paths, labels = scan(folder / split, classes)
-    items = [(str(folder / split / p.decode()), int(y), i) for i, (p, y) in enumerate(zip(paths, labels))]
+    items = [(str(folder / split / p.decode()), int(y), i) for i, (p, y) in enumerate(zip(paths, labels, strict=True))]
     if workers <= 1:  # in this process: litdata's writer, no worker processes to start
         from litdata.streaming.writer import BinaryWriter
 
