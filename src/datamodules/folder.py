@@ -313,8 +313,9 @@ class FolderDataModule(pl.LightningDataModule):
         seed: int = 42,
         drop_last: bool = False,
         cache_features: bool = False,
+        val_size: int | float | None = None,
     ):
-        super().__init__()
+        super().__init__()  # val_size: unused, val/ is the validation split (a task may set it for other data)
         if not root:
             raise FileNotFoundError("data=folder needs data.root=DIR holding train/<class>/ and val/<class>/")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
