@@ -18,6 +18,7 @@ Ratios: each contender / plain. Steady state: `warmup` batches untimed, then `re
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import sys
@@ -236,6 +237,10 @@ def main() -> None:
     names = ["plain", "folder", "shards", "litdata", "webdataset"] + (["gpu_decode"] if device.type == "cuda" else [])
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
+    for name, module in (("shards", "litdata"), ("litdata", "litdata"), ("webdataset", "webdataset")):
+        if name in names and importlib.util.find_spec(module) is None:
+            names.remove(name)
+            print(f"  {name}: skipped, {module} is not installed", flush=True)
     contenders, settings = {}, {}
     with tempfile.TemporaryDirectory(prefix="data_path_") as tmp:
         tmp = Path(tmp)

@@ -15,7 +15,10 @@ def table(results: list[dict]) -> str:
         "| benchmark | device | framework | seed | bound | framework / seed | framework / bound |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    data_paths = [r for r in results if "plain" in r["contenders"]]  # data_path.py: each pipeline against plain
     for r in results:
+        if r in data_paths:
+            continue
         c, ratios, unit = r["contenders"], r["ratios"], r["unit"]
 
         def cell(name, c=c, unit=unit):
@@ -29,6 +32,20 @@ def table(results: list[dict]) -> str:
             f"| {r['benchmark']} | {r['device']} | {cell('framework')} | {cell('seed')} | {cell('bound')} | "
             f"{'—' if fw_seed is None else f'{fw_seed:.2f}x'} | {'—' if fw_bound is None else f'{fw_bound:.3f}'} |"
         )
+    if data_paths:
+        lines += [
+            "",
+            "| benchmark | device | pipeline | images/s | per worker | / plain |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in data_paths:
+            base = r["contenders"]["plain"]["per_s"]
+            for name, x in r["contenders"].items():
+                rate = f"{x['per_s']:,.0f} ({x['min']:,.0f}..{x['max']:,.0f})"
+                per_worker = x.get("per_worker", x["per_s"])
+                lines.append(
+                    f"| {r['benchmark']} | {r['device']} | {name} | {rate} | {per_worker:,.0f} | {x['per_s'] / base:.2f}x |"
+                )
     return "\n".join(lines)
 
 

@@ -198,8 +198,31 @@ def rank_batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np
 
 
 def image_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one image's augmentation in one pass: the same on any worker, rank or attempt."""
-    return int(np.random.default_rng([seed, epoch, index]).integers(2**62))
+    """The seed of one image's augmentation in one pass (splitmix64 of the three): the same on any
+    worker, rank or attempt, and cheap enough to draw for every image as its batch is handed out."""
+    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) >> 2
+
+
+class PassSampler:
+    """The DataLoader's batch sampler for one pass: this rank's batches from `start` on, each a list
+    of (image index, augmentation seed or None), made as the loader asks for them (nothing per image
+    is held for the whole pass)."""
+
+    def __init__(self, batches: list[np.ndarray], seed: int | None, epoch: int):
+        self.batches, self.seed, self.epoch = batches, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for b in self.batches:
+            if self.seed is None:
+                yield [(int(i), None) for i in b]
+            else:
+                yield [(int(i), image_seed(self.seed, self.epoch, int(i))) for i in b]
 
 
 class FolderBatches:
@@ -243,12 +266,8 @@ class FolderBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start = self.progress.begin(len(self))
-        batches = self.batches(epoch)[start:]
-        if self.shuffle:
-            items = [[(int(i), image_seed(self.seed, epoch, int(i))) for i in b] for b in batches]
-        else:
-            items = [[(int(i), None) for i in b] for b in batches]
-        if not items:
+        items = PassSampler(self.batches(epoch)[start:], self.seed if self.shuffle else None, epoch)
+        if not len(items):
             return
         args = dict(self.loader_args)
         if args.get("num_workers", 0) == 0:
