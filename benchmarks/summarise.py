@@ -44,7 +44,8 @@ def table(results: list[dict]) -> str:
                 rate = f"{x['per_s']:,.0f} ({x['min']:,.0f}..{x['max']:,.0f})"
                 per_worker = x.get("per_worker", x["per_s"])
                 lines.append(
-                    f"| {r['benchmark']} | {r['device']} | {name} | {rate} | {per_worker:,.0f} | {x['per_s'] / base:.2f}x |"
+                    f"| {r['benchmark']} | {r['device']} | {name} | {rate} | {per_worker:,.0f} "
+                    f"| {x['per_s'] / base:.2f}x |"
                 )
     return "\n".join(lines)
 
