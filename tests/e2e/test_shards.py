@@ -13,7 +13,7 @@ from cli import cli_env, run_cli
 from sample_ids import numbered_folder, recorded
 
 from datamodules import FolderDataModule
-from datamodules.shards import ShardsDataModule, chunk_sizes, chunked_order, convert, main
+from datamodules.shards import ChunkReader, ShardsDataModule, chunk_sizes, chunked_order, convert, main
 
 
 def test_converted_shards_hold_the_folder_image_for_image(tmp_path):
@@ -31,6 +31,24 @@ def test_converted_shards_hold_the_folder_image_for_image(tmp_path):
         assert torch.equal(ya, yb) and torch.equal(a, b)
     ids = [i for _, y in shards.train_dataloader() for i in y.tolist()]
     assert sorted(ids) == list(range(12))
+
+
+def test_our_chunk_reader_reads_what_litdata_reads(tmp_path):
+    import litdata
+
+    root = numbered_folder(tmp_path / "images", images=12)
+    convert(root, tmp_path / "shards", chunk_size="3KB", workers=1)
+    ours, theirs = (
+        ChunkReader(tmp_path / "shards" / "train"),
+        litdata.StreamingDataset(str(tmp_path / "shards" / "train")),
+    )
+    assert len(theirs) == 12
+    for i in range(12):
+        data, label, index = ours[i]
+        record = theirs[i]
+        assert (bytes(data), label, index) == (bytes(record["image"]), record["label"], record["index"])
+    files = sorted((root / "train").rglob("*.png"))  # the folder's sorted list: index k is image_k's file
+    assert bytes(ours[0][0]) == files[theirs[0]["index"]].read_bytes()
 
 
 def test_a_chunked_order_visits_every_image_once_chunk_by_chunk():
