@@ -83,9 +83,10 @@ def decode_bytes(data: bytes, gray: bool, name: str) -> torch.Tensor:
 
     mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
     try:
-        return decode_image(
-            torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode, apply_exif_orientation=True
-        )
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode, apply_exif_orientation=True)
+        if img.dtype == torch.uint16:  # a 16-bit PNG: scaled to 8 bits, as the in-memory path's to_rgb does
+            img = ((img.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
+        return img
     except RuntimeError:
         from PIL import Image, ImageOps
 
