@@ -93,11 +93,13 @@ class Case:
 
 
 def interrupt_when_training(case: Case, command: list[str]) -> None:
-    """Once job 0 has logged a few training steps, run `command + [<its SLURM job id>]` (once)."""
+    """Once job 0 has finished its first epoch (its last.ckpt is written; two epochs of training are
+    left), run `command + [<its SLURM job id>]` (once). Not on logged rows: the CSV is flushed at
+    checkpoints and at the end of fit, so rows can appear only once training is over, and a signal
+    after the run has finished requeues a finished job (found by CI: no REQUEUED, exit 0)."""
     deadline = time.time() + WAIT_S
     while time.time() < deadline and case.proc.poll() is None:
-        metrics = list(case.tmp.glob("logs/*/multiruns/*/0/csv/metrics.csv"))
-        if metrics and len(metrics[0].read_text().splitlines()) > 3:
+        if list(case.tmp.glob("logs/*/multiruns/*/0/checkpoints/last.ckpt")):
             job = case.slurm_id(0)
             slurm(*command, job)
             case.events["signalled"] = (job, time.time())
@@ -168,10 +170,12 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def cases(cluster, tmp_path_factory):
-    """Every case launched at once; each test waits for its own."""
+def cases(cluster, tmp_path_factory, request):
+    """Every case the selected tests need (`@pytest.mark.case(name)`), launched at once; each test
+    waits for its own (`-k usr2` runs one case alone)."""
+    wanted = {m.args[0] for item in request.session.items for m in item.iter_markers("case")}
     launched = {}
-    for name in [*FIRST, *(n for n in CASES if n not in FIRST)]:
+    for name in [n for n in [*FIRST, *(n for n in CASES if n not in FIRST)] if n in wanted]:
         tmp = tmp_path_factory.mktemp(name)
         env = cli_env(tmp, SLURM_CONF=str(SLURM_CONF))
         case = launched[name] = Case(name, tmp, CASES[name]).start(env)
@@ -193,6 +197,7 @@ def no_logging_errors(case: Case) -> None:
     assert "--- Logging error ---" not in text and "reentrant call" not in text
 
 
+@pytest.mark.case("sweep")
 def test_a_sweep_with_only_the_partition_named_runs_on_the_cluster(cases):
     case = cases["sweep"].wait()
     assert case.rc == 0, case.stderr[-3000:]
@@ -205,6 +210,7 @@ def test_a_sweep_with_only_the_partition_named_runs_on_the_cluster(cases):
     assert (case.sweep / "summary.md").read_text().count("| ok |") == 2
 
 
+@pytest.mark.case("failing")
 def test_a_failed_job_is_failed_in_sacct_the_other_finishes_and_the_command_names_it(cases):
     case = cases["failing"].wait()
     assert case.rc == 1, case.stderr[-3000:]
@@ -243,17 +249,20 @@ def check_requeued_and_finished(case: Case, how: str, first_exit_code: int) -> N
     no_logging_errors(case)
 
 
+@pytest.mark.case("usr2")
 def test_a_job_preempted_with_usr2_is_requeued_and_finishes_in_its_folder_and_wandb_run(cases):
     case = cases["usr2"].wait()
     check_requeued_and_finished(case, "requeued by submitit", 128 + 12)
 
 
+@pytest.mark.case("requeue")
 def test_a_job_requeued_by_slurm_finishes_in_its_folder_and_wandb_run(cases):
     case = cases["requeue"].wait()
     check_requeued_and_finished(case, "requeued by SLURM", 128 + 15)
     assert "exit code 143 recorded by a new service" in (case.job(0) / "__main__.log").read_text()
 
 
+@pytest.mark.case("time_limit")
 def test_a_time_limit_requeues_until_max_num_timeout_then_the_job_fails_with_its_checkpoint(cases):
     case = cases["time_limit"].wait()
     assert case.rc == 1, case.stderr[-3000:]
@@ -272,6 +281,7 @@ def test_a_time_limit_requeues_until_max_num_timeout_then_the_job_fails_with_its
     no_logging_errors(case)
 
 
+@pytest.mark.case("ddp")
 def test_two_tasks_on_a_node_under_ddp_share_one_folder_and_agree_on_the_metric(cases):
     case = cases["ddp"].wait()
     assert case.rc == 0, case.stderr[-3000:]
@@ -285,6 +295,7 @@ def test_two_tasks_on_a_node_under_ddp_share_one_folder_and_agree_on_the_metric(
     assert [r["state"] for r in sacct(case.array_job)] == ["COMPLETED"]
 
 
+@pytest.mark.case("optuna")
 def test_an_optuna_search_runs_its_trials_as_slurm_jobs(cases):
     case = cases["optuna"].wait()
     assert case.rc == 0, case.stderr[-3000:]
@@ -298,6 +309,7 @@ def test_an_optuna_search_runs_its_trials_as_slurm_jobs(cases):
     assert sorted(r["state"] for r in sacct(case.array_job)) == ["COMPLETED"] * 3
 
 
+@pytest.mark.case("array")
 def test_an_array_of_many_small_jobs_runs_at_most_array_parallelism_at_once(cases):
     case = cases["array"].wait()
     assert case.rc == 0, case.stderr[-3000:]
