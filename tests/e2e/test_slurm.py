@@ -19,92 +19,19 @@ import re
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from cli import cli_command, cli_env
-from slurm_cluster import SCRIPT, SLURM_CONF, sacct, slurm, why_no_cluster
+from slurm_cluster import SCRIPT, SLURM_CONF, Case, interrupt_when_training, sacct, why_no_cluster
 
 pytestmark = pytest.mark.slurm
-
-WAIT_S = 1500  # no case may take longer than this, queueing included (about 10 min on 2 idle cores)
 
 SMOKE = ("task=vae", "debug=smoke", "hydra.launcher.partition=debug")  # only the partition named
 TRAINS = (  # long enough (a few hundred steps) to be preempted while it trains
     "task=vae", "data.synthetic=true", "data.synthetic_size=1000", "data.batch_size=16", "trainer.max_epochs=3",
     "hydra.launcher.partition=debug",
 )  # fmt: skip
-
-
-@dataclass
-class Case:
-    """One `python -m experiments -m hydra/launcher=slurm ...` running in the background."""
-
-    name: str
-    tmp: Path
-    overrides: tuple[str, ...]
-    proc: subprocess.Popen | None = None
-    started: float = 0.0
-    rc: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    wall_s: float = 0.0
-    events: dict = field(default_factory=dict)  # what a helper thread did, e.g. {"signalled": job}
-
-    def start(self, env: dict) -> Case:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        cmd = cli_command(self.tmp, "-m", "hydra/launcher=slurm", "hydra.launcher.pending_report_s=10", *self.overrides)
-        self.out, self.err = open(self.tmp / "stdout.txt", "w"), open(self.tmp / "stderr.txt", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=self.tmp, env=env, stdout=self.out, stderr=self.err, text=True)
-        self.started = time.time()
-        return self
-
-    def wait(self) -> Case:
-        if self.rc is None:
-            self.rc = self.proc.wait(timeout=max(1, WAIT_S - (time.time() - self.started)))
-            self.wall_s = time.time() - self.started
-            self.out.close(), self.err.close()
-            self.stdout = (self.tmp / "stdout.txt").read_text()
-            self.stderr = (self.tmp / "stderr.txt").read_text()
-            print(f"{self.name}: exit {self.rc} after {self.wall_s:.0f} s")
-        return self
-
-    @property
-    def sweep(self) -> Path:
-        (sweep,) = self.tmp.glob("logs/*/multiruns/*")
-        return sweep
-
-    @property
-    def array_job(self) -> str:
-        """The SLURM job id of the sweep: submitit's folders are `<array>_<task>` (one job: `<job>`)."""
-        ids = {p.name.split("_")[0] for p in (self.sweep / ".submitit").iterdir() if p.is_dir()}
-        assert len(ids) == 1, ids
-        return ids.pop()
-
-    def slurm_id(self, n: int = 0) -> str:
-        """Job n's SLURM id (`<array>_<n>`, or the job's own id in a sweep of one)."""
-        names = {p.name for p in (self.sweep / ".submitit").iterdir() if p.is_dir()}
-        return f"{self.array_job}_{n}" if f"{self.array_job}_{n}" in names else self.array_job
-
-    def job(self, n: int = 0) -> Path:
-        return self.sweep / str(n)
-
-
-def interrupt_when_training(case: Case, command: list[str]) -> None:
-    """Once job 0 has finished its first epoch (its last.ckpt is written; two epochs of training are
-    left), run `command + [<its SLURM job id>]` (once). Not on logged rows: the CSV is flushed at
-    checkpoints and at the end of fit, so rows can appear only once training is over, and a signal
-    after the run has finished requeues a finished job (found by CI: no REQUEUED, exit 0)."""
-    deadline = time.time() + WAIT_S
-    while time.time() < deadline and case.proc.poll() is None:
-        if list(case.tmp.glob("logs/*/multiruns/*/0/checkpoints/last.ckpt")):
-            job = case.slurm_id(0)
-            slurm(*command, job)
-            case.events["signalled"] = (job, time.time())
-            return
-        time.sleep(0.5)
 
 
 CASES = {
