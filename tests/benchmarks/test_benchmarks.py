@@ -93,7 +93,15 @@ def test_gpu_check_names_only_benchmarks_that_exist_and_passes_its_arguments_on(
     """The script's own logic in a second, with a stand-in python (each benchmark runs for real above)."""
     script = (BENCHMARKS / "gpu_check.sh").read_text()
     names = script.split("${BENCHMARKS:-", 1)[1].split("}", 1)[0].split()
-    assert names == ["vit_train", "resnet_train", "vae_train", "clip_embedding", "vit_analyses", "clip_train"]
+    assert names == [
+        "vit_train",
+        "resnet_train",
+        "vae_train",
+        "clip_embedding",
+        "vit_analyses",
+        "clip_train",
+        "data_path",
+    ]
     assert all((BENCHMARKS / f"{n}.py").is_file() for n in names)
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON)
@@ -158,3 +166,19 @@ def test_gpu_check_runs_every_benchmark_and_writes_one_table(tmp_path):
     assert len(summary) == 7 and all(set(r["ratios"]) == {"framework/seed", "framework/bound"} for r in summary)
     table = (out / "summary.md").read_text().splitlines()
     assert len(table) == 9 and all("x |" in row for row in table[2:])
+
+
+@pytest.mark.slow  # five pipelines, each starting its worker processes (~1-3 min on 2 cores)
+def test_data_path_reports_each_pipeline_against_the_plain_loader_and_summarises(tmp_path, monkeypatch):
+    run_benchmark("data_path", tmp_path / "data_path.json", monkeypatch)
+    result = json.loads((tmp_path / "data_path.json").read_text())
+    assert set(result["contenders"]) == {"plain", "folder", "shards", "litdata", "webdataset"}  # no GPU: no gpu_decode
+    base = result["contenders"]["plain"]["per_s"]
+    for name, r in result["contenders"].items():
+        assert r["windows"] == 2 and 0 < r["min"] <= r["per_s"] <= r["max"]
+        if name != "plain":
+            assert result["ratios"][f"{name}/plain"] == pytest.approx(r["per_s"] / base)
+    from summarise import table
+
+    rows = [line for line in table([result]).splitlines() if line.startswith("| data_path")]
+    assert len(rows) == 5 and rows[0].endswith("| 1.00x |")

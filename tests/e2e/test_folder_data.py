@@ -97,7 +97,9 @@ def test_resnet18_from_the_folder_matches_the_in_memory_accuracy(fashion_folder,
     )
     folder = finished(code, run)["metrics"]["test/acc"]
     assert memory > 0.7 and folder > 0.7  # it learned (chance: 0.1)
-    assert abs(folder - memory) < 0.04, (folder, memory)  # within the run-to-run spread measured in the README
+    # 2,000 test images at ~0.8: each accuracy has a sampling standard error of ~0.009, their difference ~0.013;
+    # 0.04 is three of those (training noise comes on top). Measured: 0.805 in memory, 0.7935 from the folder.
+    assert abs(folder - memory) < 0.04, (folder, memory)
 
 
 @pytest.mark.slow

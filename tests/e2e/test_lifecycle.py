@@ -198,4 +198,4 @@ def test_help_starts_with_the_tasks_and_five_commands(tmp_path):
         assert f"\n  {task} " in head
     assert head.count("python -m experiments ") >= 6 and "resume=" in head
     (data,) = [line for line in proc.stdout.splitlines() if line.startswith("data: ")]
-    assert data == "data: cifar10, fashion_mnist, images, stl10"  # the shared keys' file is no data set
+    assert data == "data: cifar10, fashion_mnist, folder, images, shards, stl10"  # the shared keys' file is no data set
