@@ -361,6 +361,3 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return self._batches("test", shuffle=False)
-
-    def predict_dataloader(self):
-        return self.test_dataloader()

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from experiments.run_folder import IDENTITY_OVERRIDES, override_root
+from private_api import request_graceful_stop
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _on_signal(signum, frame) -> None:
     if first and STATE.fitting and STATE.trainer is not None:
         # Lightning's own flag: the current step ends, the checkpoint callbacks' on_exception
         # writes last.ckpt, and fit raises SIGTERMException (what it does for SIGTERM by itself).
-        STATE.trainer._signal_connector.received_sigterm = True
+        request_graceful_stop(STATE.trainer)
         name = signal.Signals(signum).name
         os.write(2, f"{name} received: stopping after this step (send it again to stop at once)\n".encode())
         return

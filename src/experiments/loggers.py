@@ -17,13 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter as _ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from models.hub import reachable
+from private_api import appending_csv_logger_class, drop_wandb_init_argument, logger_prefix
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +109,7 @@ def build_loggers(cfg: DictConfig) -> list:
                 if mode != "disabled":
                     start_wandb_service()
         logger = instantiate(conf, _convert_="all")
-        if hasattr(logger, "_wandb_init"):  # Lightning passes anonymous=None, which wandb 0.31 warns about
-            logger._wandb_init.pop("anonymous", None)
+        drop_wandb_init_argument(logger, "anonymous")  # Lightning passes anonymous=None; wandb 0.31 warns
         loggers.append(logger)
     return loggers
 
@@ -178,23 +176,9 @@ def finish_wandb(exit_code: int = 0) -> None:
         )
 
 
-class CSVLogger(_LightningCSVLogger):
+class CSVLogger(appending_csv_logger_class()):
     """Lightning's CSVLogger, except that a resumed run appends to its csv/metrics.csv instead of
     deleting it (Lightning's writer removes an existing file), so the rows from before a kill stay."""
-
-    @property
-    def experiment(self):
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
-
-
-class _AppendingWriter(_ExperimentWriter):
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):  # an earlier attempt of this run: keep its rows and columns
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = sorted(next(csv.reader(f), []))
 
 
 class WandbLogger(_LightningWandbLogger):
@@ -208,8 +192,8 @@ class WandbLogger(_LightningWandbLogger):
     def log_metrics(self, metrics, step: int | None = None) -> None:
         step = self._last_step if step is None else max(int(step), self._last_step)
         self._last_step = step
-        if self._prefix:  # logger.wandb.prefix, as Lightning's own logger applies it
-            metrics = {f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
+        if prefix := logger_prefix(self):  # logger.wandb.prefix, as Lightning's own logger applies it
+            metrics = {f"{prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
         self.experiment.log(dict(metrics, **{"trainer/global_step": step}), step=step)
 
 

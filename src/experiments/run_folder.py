@@ -26,6 +26,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from private_api import basic_sweeper_jobs
+
 # What a run *is*: changing any of these makes another experiment (the keys `resume=` refuses too).
 IDENTITY = ("task_name", "model", "data", "seed", "ablate", "finetune")
 # The overrides that choose those (config groups and keys), for sweep folders.
@@ -185,12 +187,7 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
     jobs are not known ahead, e.g. an Optuna search)."""
     if not str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("BasicSweeper"):
         return []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its expansion of a, b, c values
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+    return basic_sweeper_jobs(list(config.hydra.overrides.task))
 
 
 class LaunchChecks(Callback):

@@ -26,16 +26,18 @@ class OptunaPruning(Callback):
         self.journal, self.study_name, self.number, self.monitor = journal, study, int(trial), monitor
         self.pruner = pruner  # the sweep's pruner (a study loaded from storage would get Optuna's default)
         self.pruned: int | None = None  # the epoch it was pruned at
-        self._study_and_trial = None  # loaded once, on the first report
+        self._storage = None  # the study's storage, opened once, on the first report
+        self._trial_id = -1
+        self._study_and_trial = None
 
     def _trial(self):
-        if self._study_and_trial is None:
+        if self._study_and_trial is None:  # through the storage's public API (Optuna's BaseStorage)
             optuna = _optuna()
-            study = optuna.load_study(
-                study_name=self.study_name, storage=journal_storage(Path(self.journal)), pruner=self.pruner
-            )
-            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
-            self._study_and_trial = study, optuna.trial.Trial(study, trial_id)
+            self._storage = journal_storage(Path(self.journal))
+            study = optuna.load_study(study_name=self.study_name, storage=self._storage, pruner=self.pruner)
+            study_id = self._storage.get_study_id_from_name(self.study_name)
+            trial_id = self._storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
+            self._trial_id, self._study_and_trial = trial_id, (study, optuna.trial.Trial(study, trial_id))
         return self._study_and_trial
 
     def on_validation_end(self, trainer, pl_module):
@@ -61,8 +63,8 @@ class OptunaPruning(Callback):
         folder>` (after its search was killed) counts in the study; a trial the study already
         closed stays as it was (Optuna does not change a finished trial)."""
         optuna = _optuna()
-        study, trial = self._trial()
-        state = study._storage.get_trial(trial._trial_id).state
+        study, _ = self._trial()
+        state = self._storage.get_trial(self._trial_id).state
         if state.is_finished():
             if state.name != "COMPLETE":  # e.g. a crashed trial finished later with resume=<trial folder>
                 log.warning(

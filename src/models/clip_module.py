@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from private_api import open_clip_vision_tower
+
 from .hub import hub_offline
 from .inference import bf16_on_gpu
 
@@ -223,10 +225,8 @@ class ClipModule(pl.LightningModule):
             with torch.no_grad():  # the loss temperature: the model's logit scale, log(1 / temperature)
                 self.model.logit_scale.fill_(math.log(1.0 / temperature))
         if partner == "image":
-            from open_clip.model import _build_vision_tower
-
             self.model.transformer = None  # the text tower is not used; a second image tower takes its place
-            self.partner_tower = _build_vision_tower(
+            self.partner_tower = open_clip_vision_tower(
                 self.open_clip_config["embed_dim"], self.open_clip_config["vision_cfg"]
             )
         trains = finetune is not None

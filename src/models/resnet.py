@@ -126,13 +126,6 @@ def ablate(net: nn.Module, blocks: Sequence[int], mode: str) -> list[str]:
     return names
 
 
-def restore(net: nn.Module) -> None:
-    """Put every ablated block's original back."""
-    for name, block in residual_blocks(net):
-        if isinstance(block, AblatedBlock):
-            _set_block(net, name, block.original[0])
-
-
 @contextmanager
 def ablated(net: nn.Module, blocks: Sequence[int], mode: str = "drop") -> Iterator[list[str]]:
     """Temporarily ablate `blocks` (those not already ablated); restores them on exit."""

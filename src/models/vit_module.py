@@ -173,6 +173,7 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
         optimizer: Callable | None = None,
     ):
         super().__init__()
+        self._eager_depth = 0  # eager_attention() nesting
         if finetune is not None and finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
         self.save_hyperparameters(ignore=["optimizer"])
@@ -181,8 +182,8 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
             from transformers import ViTForImageClassification
 
             config = scratch_config(**(scratch or {}))
-            config._attn_implementation = "sdpa"
             self.model = ViTForImageClassification(config)
+            self.model.set_attn_implementation("sdpa")
             settings = {"image_size": config.image_size, **VIT_PROCESSOR_DEFAULTS}
         else:
             if not name:
@@ -343,14 +344,16 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
     @contextmanager
     def eager_attention(self) -> Iterator[None]:
         """Eager attention inside (attention maps and their gradients), SDPA again after."""
-        before = self.model.config._attn_implementation
-        if before != "eager":
+        outermost = not self._eager_depth  # the model is built and loaded with SDPA (see above)
+        self._eager_depth += 1
+        if outermost:
             self.model.set_attn_implementation("eager")
         try:
             yield
         finally:
-            if before != "eager":
-                self.model.set_attn_implementation(before)
+            self._eager_depth -= 1
+            if outermost:
+                self.model.set_attn_implementation("sdpa")
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

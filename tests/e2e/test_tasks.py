@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -436,7 +435,6 @@ def test_vit_run_on_labelled_synthetic_data_scores_against_labels(tmp_path, run_
 
 def test_vit_class_map_must_cover_the_data_sets_classes(tmp_path, run_experiment, capsys):
     save_tiny_vit(tmp_path / "tiny-vit")
-    start = time.time()
     code, run = run_experiment(
         "task=vit",
         "data=cifar10",
@@ -446,7 +444,7 @@ def test_vit_class_map_must_cover_the_data_sets_classes(tmp_path, run_experiment
         "logger=none",
     )
     err = capsys.readouterr().err
-    assert code == 2 and time.time() - start < 60
+    assert code == 2 and not (run / "checkpoints").exists()  # stopped before any training
     assert "model.class_map must name each data-set class once" in err and "Traceback" not in err
 
 
@@ -646,12 +644,11 @@ def test_bad_input_fails_fast_with_one_clear_line(tmp_path, run_experiment, caps
     must_name = must_name.replace("RANDOM_BYTES", str(junk))
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no W&B login
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    start = time.time()
     code, run = run_experiment(
         *overrides, *([] if any(o.startswith("logger=") for o in overrides) else ["logger=none"])
     )
     err = capsys.readouterr().err
-    assert code == 2 and time.time() - start < 60
+    assert code == 2 and not (run / "checkpoints").exists()  # stopped before any training
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and must_name in lines[0], err[-2000:]
     assert "Traceback" not in err

@@ -152,8 +152,8 @@ class OptunaSweeper(Sweeper):
             for t, r in zip(trials, results, strict=True):
                 if t.number in told:
                     continue  # the job told the study itself (pruned)
-                value = getattr(r, "_return_value", None)
-                ok = r.status.name == "COMPLETED" and isinstance(value, (int, float)) and math.isfinite(value)
+                value = r.return_value if r.status.name == "COMPLETED" else None
+                ok = isinstance(value, (int, float)) and math.isfinite(value)
                 study.tell(t.number, float(value) if ok else None, state=State.COMPLETE if ok else State.FAIL)
             returns.append(results)
         write_search_summary(study, sweep_dir, self.n_trials)
