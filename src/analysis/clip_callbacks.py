@@ -43,7 +43,7 @@ class ClipAnalyses(Callback):
         pair_template: str = "openai_stl10",
         train_templates: Sequence[str] | None = None,
         at_init: bool = True,
-        gap_lambdas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        gap_lambdas: Sequence[float] = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0),
         procrustes_fit_split: str = "train",
         tsne_pairs: int = 500,
         projections: Sequence[str] = ("tsne", "umap"),

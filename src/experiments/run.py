@@ -11,6 +11,7 @@ its own and a failed run shows as failed.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -25,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from analysis.contracts import ChecksSetup, ReportsRunInfo, missing_capabilities
 from experiments import checkpoints, lifecycle
@@ -67,16 +68,32 @@ def build(conf: DictConfig, key: str, **kwargs):
         raise ConfigError(f"{key} ({conf._target_}): {cause}") from e
 
 
-def build_model(conf: DictConfig):
-    """The model from `model.*`; `model.compile=true` (the run loop's key, not the model's) compiles
-    its forward in place with torch.compile, so the module keeps its type and its contracts."""
-    conf = conf.copy()
-    with open_dict(conf):
-        compile_ = conf.pop("compile", False)
-    model = build(conf, "model")
-    if compile_:
+def model_arguments(cfg: DictConfig, datamodule) -> dict[str, Any]:
+    """What a model gets from the run rather than from its own `model.*` keys, so that each has one
+    name: the task's words on the command line (`finetune=`, only when the run trains; `ablate.blocks`,
+    `ablate.mode`, `ablate.when`) and the class count, which the data says. Only the arguments the
+    model's constructor takes."""
+    offered = {
+        "finetune": cfg.get("finetune") if cfg.train else None,
+        "ablate_blocks": OmegaConf.select(cfg, "ablate.blocks"),
+        "ablate_mode": OmegaConf.select(cfg, "ablate.mode"),
+        "ablate_when": OmegaConf.select(cfg, "ablate.when"),
+        "num_classes": getattr(datamodule, "num_classes", None),
+    }
+    try:
+        accepted = inspect.signature(get_class(cfg.model._target_)).parameters
+    except Exception:  # noqa: BLE001 - an unknown target: build() names it
+        return {}
+    return {k: v for k, v in offered.items() if k in accepted and (v is not None or k == "finetune")}
+
+
+def build_model(cfg: DictConfig, datamodule):
+    """The model from `model.*` and `model_arguments`; `compile=true` (the run loop's key) compiles its
+    forward in place with torch.compile, so the module keeps its type and its contracts."""
+    model = build(cfg.model, "model", **model_arguments(cfg, datamodule))
+    if cfg.get("compile"):
         model.compile()  # nn.Module.compile: forward compiled on the first call (minutes for a big model)
-        log.info("model.compile=true: the forward pass is compiled on its first call")
+        log.info("compile=true: the forward pass is compiled on its first call")
     return model
 
 
@@ -141,7 +158,7 @@ def build_parts(cfg: DictConfig) -> Parts:
         datamodule.setup()
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         raise ConfigError(str(e)) from e
-    model = build_model(cfg.model)
+    model = build_model(cfg, datamodule)
     named = {
         name: build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
     }

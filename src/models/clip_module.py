@@ -38,6 +38,16 @@ log = logging.getLogger(__name__)
 
 FINETUNE_MODES = ("full", "scratch")
 PARTNERS = ("text", "image")
+TRAIN_TEMPLATES = (  # model.train_templates in conf/model/clip.yaml (tests/experiments/test_one_home.py)
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image of a {}.",
+    "a close-up photo of a {}.",
+    "a small photo of the {}.",
+    "a photo of the {}.",
+    "a good picture of a {}.",
+    "this is a {}.",
+)
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned logit scale at 100 (temperature 0.01)
 
 
@@ -183,7 +193,7 @@ class ClipModule(pl.LightningModule):
         model_config: str | None = None,
         finetune: str | None = None,
         scratch: dict | None = None,
-        train_templates: Sequence[str] = ("a photo of a {}.",),
+        train_templates: Sequence[str] = TRAIN_TEMPLATES,
         temperature: float = 0.07,
         learn_temperature: bool = True,
         partner: str = "text",

@@ -25,7 +25,8 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
     """A torchvision ResNet with a new `num_classes` head.
 
     finetune: `head` (only fc trains), `last_stage` (layer4 + fc), `full` (everything), `scratch`
-    (random init, everything). Frozen parts keep their BatchNorm statistics frozen too unless
+    (random init, everything), None (nothing trains: a run that only tests). Frozen parts keep
+    their BatchNorm statistics frozen too unless
     `freeze_bn=False` (the seed notebook let them drift in train mode).
 
     ablate_blocks / ablate_mode / ablate_when: see models.resnet; `train` ablates before
@@ -41,7 +42,7 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
         weights: str | None = "IMAGENET1K_V2",
         checkpoint: str | None = None,
         num_classes: int = 10,
-        finetune: str = "head",
+        finetune: str | None = "head",
         freeze_bn: bool = True,
         ablate_blocks: Sequence[int] = (),
         ablate_mode: str = "drop",
@@ -51,14 +52,14 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
         optimizer: Callable | None = None,
     ):
         super().__init__()
-        if finetune not in FINETUNE_MODES:
+        if finetune is not None and finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
         if ablate_when not in ("train", "test"):
             raise ValueError(f"ablate.when must be 'train' or 'test', got {ablate_when!r}")
         if ablate_mode not in R.ABLATION_MODES:
             raise ValueError(f"ablate.mode must be one of {', '.join(R.ABLATION_MODES)}, got {ablate_mode!r}")
         if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"model.num_classes must be an integer >= 2, got {num_classes!r}")
+            raise ValueError(f"the head needs a labelled data set of at least 2 classes, got {num_classes!r} classes")
         if not isinstance(ablate_blocks, (list, tuple)):
             raise ValueError(
                 f"ablate.blocks must be a list of block indices, e.g. ablate.blocks=[3,7], got {ablate_blocks!r}"
@@ -107,8 +108,9 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
         self.net.load_state_dict(state)
         return self.net.fc if self.net.fc is head else head
 
-    def _freeze(self, finetune: str) -> None:
-        trainable = {"head": ("fc",), "last_stage": ("layer4", "fc")}.get(finetune)
+    def _freeze(self, finetune: str | None) -> None:
+        """None: nothing trains (a run that only tests); full and scratch: everything."""
+        trainable = {"head": ("fc",), "last_stage": ("layer4", "fc"), None: ()}.get(finetune)
         for name, p in self.net.named_parameters():
             p.requires_grad = trainable is None or name.split(".")[0] in trainable
         self.frozen_modules = (  # frozen BatchNorms keep their running statistics

@@ -40,7 +40,7 @@ def test_vae_task_builds_data_and_model_from_config(compose_cfg):
 
     cfg = compose_cfg("task=vae", "data.synthetic=true", "model.latent_dim=3")
     dm = instantiate(cfg.data, _convert_="all")
-    model = build_model(cfg.model)  # what the run loop does: model.compile is its key, not the model's
+    model = build_model(cfg, dm)  # what the run loop does: compile is its key, not the model's
     assert dm.num_classes == 10 and model.vae.latent_dim == 3
     assert cfg.data.fallback_roots == ["/usr/share/datasets/fashion-mnist"]
 
@@ -90,15 +90,15 @@ def test_run_id_is_fixed_per_launch(monkeypatch):
     assert experiments.run_id() != first  # another launch in the same second: another folder
 
 
-def test_model_compile_compiles_the_forward_in_place_and_keeps_the_contracts(compose_cfg):
+def test_compile_compiles_the_forward_in_place_and_keeps_the_contracts(compose_cfg):
 
     from analysis.contracts import LatentGenerative
     from experiments.run import build_model
 
-    cfg = compose_cfg("task=vae", "model.compile=true")
-    model = build_model(cfg.model)
+    cfg = compose_cfg("task=vae", "compile=true")
+    model = build_model(cfg, None)
     assert isinstance(model, LatentGenerative) and model._compiled_call_impl is not None
-    assert build_model(compose_cfg("task=vae").model)._compiled_call_impl is None  # opt-in
+    assert build_model(compose_cfg("task=vae"), None)._compiled_call_impl is None  # opt-in
 
 
 def test_ranks_started_apart_agree_on_one_run_id(monkeypatch):
