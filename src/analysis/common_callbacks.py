@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from . import figures
-from .contracts import Classifier, EvaluationData
+from .contracts import Classifier, ClassifierStep, EvaluationData
 from .evaluation import class_names
 from .evidence import log_figure, log_numbers, log_table
 
@@ -57,7 +58,15 @@ class ClassificationReport(Callback):
         # the class count is the data's (one home): read when the test pass starts
         self.confusion = MulticlassConfusionMatrix(len(trainer.datamodule.classes)).to(pl_module.device)
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
+        self,
+        trainer: Any,
+        pl_module: Classifier,
+        outputs: ClassifierStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self.confusion.update(outputs["preds"], batch[1])
 
     def on_test_epoch_end(self, trainer, pl_module):

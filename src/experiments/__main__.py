@@ -19,7 +19,7 @@ from experiments.lifecycle import resume_overrides
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def run_job(cfg: DictConfig) -> float | None:
+def run_job(cfg: DictConfig):  # -> experiments.record.RunRecord | None (a sweeper reads it)
     from experiments.run import run_safely  # heavy imports (torch, lightning) only once composed
 
     return run_safely(cfg)

@@ -11,6 +11,7 @@ import secrets
 import signal
 import string
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
@@ -29,13 +30,19 @@ log = logging.getLogger(__name__)
 WANDB_HOST = "https://api.wandb.ai"
 
 
+def global_rank() -> int:
+    """This process's rank in a multi-process run (0 alone), as Lightning knows it before the
+    trainer exists (it sets `rank_zero_only.rank` from the launcher's environment)."""
+    return rank_zero_only.rank  # type: ignore[attr-defined]  # an attribute Lightning sets on the function
+
+
 def wandb_logged_in() -> bool:
     """A W&B API key is configured: WANDB_API_KEY, or `wandb login`'s entry in ~/.netrc."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     host = urlparse(os.environ.get("WANDB_BASE_URL", WANDB_HOST)).hostname
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return host is not None and netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
 
@@ -75,7 +82,7 @@ def wandb_run_id(out: Path) -> str:
     """The W&B run id of the run in `out`: made once and kept in the folder, so a resumed or
     requeued run continues the same W&B run. Only rank 0 makes one; other ranks log nothing."""
     path = out / RUN_ID_FILE
-    if not path.is_file() and rank_zero_only.rank == 0:
+    if not path.is_file() and global_rank() == 0:
         alphabet = string.ascii_lowercase + string.digits  # what W&B's own run ids are made of
         out.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(secrets.choice(alphabet) for _ in range(8)) + "\n")
@@ -104,7 +111,7 @@ def build_loggers(cfg: DictConfig) -> list:
                 if conf.get("group") is None:
                     conf.group = sweep_group(cfg.task_name)
                 Path(conf.save_dir).mkdir(parents=True, exist_ok=True)
-            if rank_zero_only.rank == 0:  # the other ranks of a multi-process run log nothing to W&B
+            if global_rank() == 0:  # the other ranks of a multi-process run log nothing to W&B
                 log.info("W&B mode: %s (run %s)", mode, conf.id)
                 if mode != "disabled":
                     start_wandb_service()
@@ -176,9 +183,9 @@ def finish_wandb(exit_code: int = 0) -> None:
         )
 
 
-class CSVLogger(appending_csv_logger_class()):
-    """Lightning's CSVLogger, except that a resumed run appends to its csv/metrics.csv instead of
-    deleting it (Lightning's writer removes an existing file), so the rows from before a kill stay."""
+# Lightning's CSVLogger, except that a resumed run appends to its csv/metrics.csv instead of deleting
+# it (Lightning's writer removes an existing file), so the rows from before a kill stay.
+CSVLogger: Any = appending_csv_logger_class()
 
 
 class WandbLogger(_LightningWandbLogger):

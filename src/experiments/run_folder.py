@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from hydra.experimental.callback import Callback
@@ -48,7 +48,9 @@ class FolderTaken(Exception):
 def identity(cfg: DictConfig | dict, out: Path) -> dict[str, Any]:
     """The resolved keys that make a run what it is, with the run folder's own path written as
     `<run>` (so a moved folder is the same run)."""
-    plain = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    plain = (
+        cfg if isinstance(cfg, dict) else cast(dict, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+    )
     text = yaml.safe_dump({k: plain.get(k) for k in IDENTITY}, sort_keys=True)
     return yaml.safe_load(text.replace(str(out), "<run>"))
 

@@ -216,9 +216,11 @@ if _SlurmLauncher is not None:
 
         EXTRA_KEYS: tuple[str, ...] = ()
         pending_report_s = 0
+        params: dict[str, Any]  # the submitit launcher's, which this is mixed into
+        _EXECUTOR: str
 
         def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:  # in the job
-            ret = super().__call__(*args, **kwargs)
+            ret = super().__call__(*args, **kwargs)  # type: ignore[misc]  # the submitit launcher's
             code = failed_exit_code() or (1 if ret.status == JobStatus.FAILED else 0)
             if code:
                 if ret.status == JobStatus.FAILED:  # an error outside the run loop: the launcher logs it
