@@ -118,7 +118,9 @@ def compose(*overrides: str):
     from hydra.core.global_hydra import GlobalHydra
 
     import experiments
+    from experiments import resolvers
 
+    resolvers.register()  # what the entry point (experiments.__main__) does
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=experiments.config_dir(), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))

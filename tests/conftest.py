@@ -12,6 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import experiments
+from experiments import resolvers
+
+resolvers.register()  # what the entry point (experiments.__main__) does
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))  # formats.py, wandb_reader.py, inprocess.py
 

@@ -134,3 +134,20 @@ def test_srun_tasks_share_the_jobs_id_and_a_single_process_has_none(monkeypatch)
     assert experiments.shared_run_id() == "slurm_4242_0" and experiments.rank_suffix() == "_rank3"
     monkeypatch.setenv("SLURM_NTASKS", "1")  # one task (a plain sbatch job): nothing to agree on
     assert experiments.shared_run_id() is None and experiments.rank_suffix() == ""
+
+
+def test_importing_the_packages_registers_nothing():
+    """No import side effect a test must undo: the resolvers come from the entry point's register()."""
+    import subprocess
+    import sys
+
+    code = (
+        "import experiments, experiments.run, models, datamodules, analysis\n"
+        "from omegaconf import OmegaConf\n"
+        "assert not any(OmegaConf.has_resolver(n) for n in ('run_id', 'when', 'auto_precision', 'rank_suffix'))\n"
+        "from experiments import resolvers\n"
+        "resolvers.register()\n"
+        "assert all(OmegaConf.has_resolver(n) for n in resolvers.RESOLVERS)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
