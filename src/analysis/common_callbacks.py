@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from . import figures
-from .contracts import Classifier
+from .contracts import Classifier, ClassifierStep, EvaluationData
 from .evaluation import class_names
 from .evidence import log_figure, log_numbers, log_table
 
@@ -18,7 +19,9 @@ from .evidence import log_figure, log_numbers, log_table
 class LossCurves(Callback):
     """Records `<split>/<metric>` per epoch for train and val and plots them when fitting ends."""
 
-    def __init__(self, metrics: Sequence[str] = ("loss",), splits: Sequence[str] = ("train", "val")):
+    def __init__(
+        self, metrics: Sequence[str] = ("recon", "kl", "loss", "neg_elbo"), splits: Sequence[str] = ("train", "val")
+    ):
         self.metrics, self.splits = list(metrics), list(splits)
         self.history: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 
@@ -47,16 +50,23 @@ class ClassificationReport(Callback):
 
     module_needs = (Classifier,)
 
-    def __init__(self, num_classes: int = 10):
-        from torchmetrics.classification import MulticlassConfusionMatrix
-
-        self.confusion = MulticlassConfusionMatrix(num_classes)
+    data_needs = (EvaluationData,)
 
     def on_test_epoch_start(self, trainer, pl_module):
-        self.confusion = self.confusion.to(pl_module.device)
-        self.confusion.reset()
+        from torchmetrics.classification import MulticlassConfusionMatrix
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        # the class count is the data's (one home): read when the test pass starts
+        self.confusion = MulticlassConfusionMatrix(len(trainer.datamodule.classes)).to(pl_module.device)
+
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
+        self,
+        trainer: Any,
+        pl_module: Classifier,
+        outputs: ClassifierStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self.confusion.update(outputs["preds"], batch[1])
 
     def on_test_epoch_end(self, trainer, pl_module):

@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -234,7 +235,7 @@ class FolderBatches:
 
     def __init__(
         self,
-        dataset: FolderDataset,
+        dataset: Any,  # FolderDataset or ShardDataset: (index, seed) -> (image, label)
         batch_size: int,
         shuffle: bool,
         seed: int,
@@ -314,7 +315,6 @@ class FolderDataModule(pl.LightningDataModule):
     def __init__(
         self,
         root: str | None = None,
-        num_classes: int | None = None,
         image_size: int | None = None,
         resize_size: int | None = None,
         mean: Sequence[float] | None = None,
@@ -361,7 +361,6 @@ class FolderDataModule(pl.LightningDataModule):
         if not isinstance(resize_size, int) or resize_size < image_size:
             raise ValueError(f"data.resize_size must be an integer >= data.image_size={image_size}, got {resize_size}")
         self.root = Path(str(root)).expanduser()
-        self.expected_classes = num_classes  # counted when the config was composed (the model's head)
         self.image_size, self.resize_size, self.channels = image_size, resize_size, channels or 3
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.seed, self.drop_last, self.cache = seed, drop_last, cache_features
@@ -375,7 +374,7 @@ class FolderDataModule(pl.LightningDataModule):
         self.augment = Augment(image_size, resize_size, crop_scale, crop_ratio, hflip)
         self.transform = BatchTransform(None, self.channels, mean, std)  # batched, on the device
         self.classes: tuple[str, ...] = ()
-        self.datasets: dict[str, FolderDataset] = {}
+        self.datasets: dict[str, Any] = {}  # FolderDataset (data=shards: ShardDataset)
         self.features: dict = {}
         self._train: FolderBatches | None = None
 
@@ -395,11 +394,6 @@ class FolderDataModule(pl.LightningDataModule):
         self.classes = tuple(class_folders(self.root / "train"))
         if len(self.classes) < 2:
             raise ValueError(f"data.root={self.root}/train must hold one folder per class (at least 2)")
-        if self.expected_classes is not None and self.expected_classes != len(self.classes):
-            raise ValueError(
-                f"data.num_classes={self.expected_classes} but data.root={self.root}/train has {len(self.classes)} "
-                "class folders: leave data.num_classes as it is (counted from the folders)"
-            )
         for split in SPLITS:
             if not (self.root / split).is_dir():
                 continue

@@ -14,12 +14,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments import config_dir
+from experiments import config_dir, resolvers
 from experiments.lifecycle import resume_overrides
+
+# The program's entry (and what a SLURM job unpickles run_job from): the config tree's resolvers.
+resolvers.register()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def run_job(cfg: DictConfig) -> float | None:
+def run_job(cfg: DictConfig):  # -> experiments.record.RunRecord | None (a sweeper reads it)
     from experiments.run import run_safely  # heavy imports (torch, lightning) only once composed
 
     return run_safely(cfg)

@@ -30,14 +30,14 @@ def test_sizes_and_statistics_come_from_the_models_torchvision_weights(tmp_path)
 
 
 def test_classes_are_the_train_folders_and_a_val_class_must_be_one_of_them(tmp_path):
-    dm = FolderDataModule(root=str(tree(tmp_path, ("zebra", "ant", "bee"))), num_classes=3)
+    dm = FolderDataModule(root=str(tree(tmp_path, ("zebra", "ant", "bee"))))
     dm.setup()
-    assert dm.classes == ("ant", "bee", "zebra") and dm.datasets["test"] is dm.datasets["val"]  # no test/: val/
+    assert (
+        dm.classes == ("ant", "bee", "zebra") and dm.num_classes == 3 and dm.datasets["test"] is dm.datasets["val"]
+    )  # no test/: val/
     tree(tmp_path / "bad", ("ant", "bee")) and (tmp_path / "bad" / "val" / "wasp").mkdir()
     with pytest.raises(ValueError, match="wasp is a class that train/ does not have"):
         FolderDataModule(root=str(tmp_path / "bad")).setup()
-    with pytest.raises(ValueError, match="data.num_classes=5 but"):
-        FolderDataModule(root=str(tmp_path), num_classes=5).setup()
     with pytest.raises(FileNotFoundError, match="data=folder needs data.root"):
         FolderDataModule(root=None)
 

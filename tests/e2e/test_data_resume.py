@@ -45,8 +45,7 @@ def expected(loader, epochs: int = 3) -> list[list[list[int]]]:
 
 @pytest.mark.slow  # two runs (~30 s on a busy 2-core machine); the state alone: test_resume_state.py
 def test_in_memory_data_resumes_mid_epoch_with_the_unseen_images_in_order(run_experiment, tmp_path):
-    data = ("data=fashion_mnist", "data._target_=sample_ids.NumberedImages", "+data.images=24", "data.val_size=4",
-            "model.num_classes=24")  # fmt: skip
+    data = ("data=fashion_mnist", "data._target_=sample_ids.NumberedImages", "+data.images=24", "data.val_size=4")
     epochs, _ = kill_and_resume(run_experiment, tmp_path, *data)
     dm = NumberedImages(images=24, val_size=4, batch_size=3, image_size=16, channels=3)
     want = expected(dm.train_dataloader())
