@@ -336,19 +336,7 @@ class FolderDataModule(pl.LightningDataModule):
         val_size: int | float | None = None,
     ):
         super().__init__()  # val_size: unused, val/ is the validation split (a task may set it for other data)
-        if not root:
-            raise FileNotFoundError("data=folder needs data.root=DIR holding train/<class>/ and val/<class>/")
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
-        if channels not in (None, 1, 3):
-            raise ValueError(f"data.channels must be 1, 3 or null, got {channels!r}")
-        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-            raise ValueError(f"data.num_workers must be an integer >= 0 or null, got {num_workers!r}")
-        if not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
-            raise ValueError(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {list(crop_scale)}")
-        if not (len(crop_ratio) == 2 and 0 < crop_ratio[0] <= crop_ratio[1]):
-            raise ValueError(f"data.crop_ratio must be [low, high] with 0 < low <= high, got {list(crop_ratio)}")
+        check_keys(root, batch_size, eval_batch_size, channels, num_workers, crop_scale, crop_ratio)
         preset = weights_transforms(arch, weights)  # what the model's weights were trained with
         image_size = image_size or preset.get("image_size", 224)
         if not isinstance(image_size, int) or image_size < 1:
@@ -480,6 +468,23 @@ class FolderDataModule(pl.LightningDataModule):
     def clear_feature_cache(self) -> None:
         self.features.clear()
         self._train = None
+
+
+def check_keys(root, batch_size, eval_batch_size, channels, num_workers, crop_scale, crop_ratio) -> None:
+    """data=folder's keys, each mistake one line naming its key."""
+    if not root:
+        raise FileNotFoundError("data=folder needs data.root=DIR holding train/<class>/ and val/<class>/")
+    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
+    if channels not in (None, 1, 3):
+        raise ValueError(f"data.channels must be 1, 3 or null, got {channels!r}")
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+        raise ValueError(f"data.num_workers must be an integer >= 0 or null, got {num_workers!r}")
+    if not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
+        raise ValueError(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {list(crop_scale)}")
+    if not (len(crop_ratio) == 2 and 0 < crop_ratio[0] <= crop_ratio[1]):
+        raise ValueError(f"data.crop_ratio must be [low, high] with 0 < low <= high, got {list(crop_ratio)}")
 
 
 def default_workers() -> int:
