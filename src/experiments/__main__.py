@@ -4,6 +4,7 @@ python -m experiments                                  # the VAE on FashionMNIST
 python -m experiments task=vae model.latent_dim=8 logger=csv
 python -m experiments -m task=vae model.latent_dim=2,8 # a sweep: one W&B group, a summary table
 python -m experiments resume=logs/vae/runs/<run>       # continue a stopped run in its folder
+python -m experiments eval=logs/vae/runs/<run>         # evaluate a finished run again, into logs/vae/evals/
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments import config_dir
+from experiments.evaluate import eval_overrides
 from experiments.lifecycle import resume_overrides
 
 
@@ -50,6 +52,7 @@ def missing_extra(argv: list[str]) -> str | None:
 def main() -> None:
     try:  # resume=<run folder>: the overrides that run was started with, in its own folder
         sys.argv[1:] = resume_overrides(sys.argv[1:])
+        sys.argv[1:] = eval_overrides(sys.argv[1:])  # eval=<run folder>: its config and best checkpoint, a new folder
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

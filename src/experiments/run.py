@@ -30,6 +30,7 @@ from omegaconf import DictConfig, open_dict
 
 from analysis.contracts import ChecksSetup, ReportsRunInfo, missing_capabilities
 from experiments import checkpoints, lifecycle
+from experiments.evaluate import comparison_line, evaluated
 from experiments.loggers import (
     RUN_ID_FILE,
     RunHistory,
@@ -287,6 +288,7 @@ def run(cfg: DictConfig) -> float | None:
         "wall_time_s": round(time.time() - start, 2),
         "tags": list(cfg.tags),
         **({"model_info": run_info} if run_info else {}),
+        **evaluated(cfg),  # eval=<run folder>: the run and checkpoint evaluated
     }
     value = metrics.get(cfg.optimized_metric)
     if trainer.world_size > 1:  # each rank says what it holds: the reduced metrics agree
@@ -299,6 +301,7 @@ def run(cfg: DictConfig) -> float | None:
         offline = sorted(out.glob("wandb/offline-run-*"))
         lifecycle.STATE.final_lines = [  # printed once the W&B run is closed: the last lines a user sees
             f"{cfg.optimized_metric} = {value}",
+            *comparison_line(cfg, value),
             f"run folder: {out}",
             *([f"W&B run (offline): wandb sync {shlex.quote(str(out))}/wandb/offline-run-*"] if offline else []),
         ]
