@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from . import embedding, figures, lesion
 from .contracts import EvaluationData, ResidualBlocks, StageFeatures
 from .evaluation import accuracy, class_names, eval_batches
-from .evidence import log_figure, log_numbers, log_table
+from .evidence import describe_run, log_figure, log_numbers, log_table
 
 
 class LesionSweep(Callback):
@@ -50,8 +50,16 @@ class LesionSweep(Callback):
             k_acc.append(accs)
         projection = pl_module.projection_blocks()
         chance = 1 / len(trainer.datamodule.classes)
+        worst = int(np.argmin(single))
+        title = (
+            f"lesion study (Veit et al. 2016): blocks dropped after training, no retraining\n"
+            f"{describe_run(trainer, pl_module)} ({self.num_images or 'all'} images): intact {baseline:.1%}, "
+            f"worst single drop {names[worst]} {single[worst]:.1%}"
+        )
         log_figure(
-            trainer, "lesion/sweep", figures.lesion_figure(single, baseline, projection, names, k_values, k_acc, chance)
+            trainer,
+            "lesion/sweep",
+            figures.lesion_figure(single, baseline, projection, names, k_values, k_acc, chance, title=title),
         )
         log_table(
             trainer,
@@ -125,6 +133,13 @@ class DepthFeatures(Callback):
                 scores[name] = f"silhouette {sil:.3f}"
             points[name] = embedding.project_2d(z, self.projection, seed=self.seed)
         names = class_names(trainer, int(labels.max()) + 1)
-        title = f"test features by depth ({len(labels)} images, PCA-{self.pca_dims} then {self.projection})"
+        title = (
+            f"features by depth: {describe_run(trainer, pl_module)} ({len(labels)} images, PCA-{self.pca_dims} "
+            f"then {self.projection})"
+        )
+        knn = {k.split("/")[1]: v for k, v in numbers.items() if k.endswith("/knn_acc")}
+        if knn:
+            best = max(knn, key=knn.get)
+            title += f"\nbest kNN accuracy {knn[best]:.1%} at {best}"
         log_figure(trainer, "depth/features", figures.projection_grid(points, labels, names, scores, title=title))
         log_numbers(trainer, numbers)
