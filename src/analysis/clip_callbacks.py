@@ -125,6 +125,9 @@ class ClipAnalyses(Callback):
 
     def on_test_end(self, trainer, pl_module):
         img, labels = pl_module.test_embeddings()
+        logging.getLogger("analysis").info(
+            "CLIP analyses on %d test images: zero-shot, the gap, Procrustes, projections", len(labels)
+        )
         names = class_names(trainer, int(labels.max()) + 1)
         numbers, rows, classes_by_set, preds_by_set = self.zero_shot(pl_module, img, labels, names)
         log_table(

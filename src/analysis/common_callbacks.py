@@ -88,4 +88,5 @@ class ClassificationReport(Callback):
             "test/per_class_accuracy",
             ["class", "accuracy", "images"],
             [[n, float(a), int(c)] for n, a, c in zip(names, per_class, matrix.sum(1), strict=False)],
+            chart=("class", "accuracy", "test accuracy per class"),
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import signal
 import sys
 import time
@@ -39,8 +38,10 @@ from experiments.loggers import (
     finite_number,
     history_state,
     log_config,
+    log_final_metrics,
     truncate_csv,
 )
+from experiments.progress import final_lines
 from experiments.run_folder import FolderTaken, RunFolder, note_refusal
 from experiments.search import pruning_callback
 
@@ -217,6 +218,10 @@ def build_trainer(cfg: DictConfig, parts: Parts):
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if not cfg.trainer.get("enable_progress_bar", True):  # nor a progress bar when it is switched off
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer = build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[checkpoints.AtomicCheckpointIO()]
     )
@@ -272,6 +277,7 @@ def run(cfg: DictConfig) -> float | None:
         lifecycle.STATE.testing = False
         metrics.update(collect_metrics(trainer))
 
+    log_final_metrics(loggers, cfg, metrics)  # TensorBoard's HParams tab: config and final numbers side by side
     run_info = model.run_info() if isinstance(model, ReportsRunInfo) else None  # e.g. what an ablation replaced
     if run_info:
         for lg in loggers:
@@ -298,13 +304,8 @@ def run(cfg: DictConfig) -> float | None:
         (out / "FAILED").unlink(missing_ok=True)  # an earlier attempt of this run failed; this one did not
         if pruning is not None and not pruned:
             pruning.tell_finished(value)  # resume=<trial folder>: the study hears how the trial ended
-        offline = sorted(out.glob("wandb/offline-run-*"))
-        lifecycle.STATE.final_lines = [  # printed once the W&B run is closed: the last lines a user sees
-            f"{cfg.optimized_metric} = {value}",
-            *comparison_line(cfg, value),
-            f"run folder: {out}",
-            *([f"W&B run (offline): wandb sync {shlex.quote(str(out))}/wandb/offline-run-*"] if offline else []),
-        ]
+        # printed once the W&B run is closed: the last lines a user sees
+        lifecycle.STATE.final_lines = [*final_lines(cfg, out, value), *comparison_line(cfg, value)]
     return value
 
 
@@ -414,6 +415,7 @@ def quiet_third_party_noise() -> None:
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("once", message=r".*The `srun` command is available.*")  # Lightning says it per Trainer
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # a resumed run's
     warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint`.*")  # best is the first
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # frozen BN
