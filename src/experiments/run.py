@@ -415,7 +415,9 @@ def quiet_third_party_noise() -> None:
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-    warnings.filterwarnings("once", message=r".*The `srun` command is available.*")  # Lightning says it per Trainer
+    # Lightning's HINT to prepend `srun` on any machine with srun on the PATH, once per Trainer (twice a run, and
+    # "once" did not hold across Lightning's two trainers' set-ups): SLURM runs go through hydra/launcher=slurm
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # a resumed run's
     warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint`.*")  # best is the first
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # frozen BN
