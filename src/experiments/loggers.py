@@ -145,6 +145,9 @@ def build_loggers(cfg: DictConfig) -> list:
                 log.info("W&B mode: %s (run %s)", mode, conf.id)
                 if mode != "disabled":
                     start_wandb_service()
+        if conf._target_.endswith("TensorBoardLogger") and not conf.get("version"):
+            with open_dict(conf):  # TensorBoard names a run by its folder: <run>/tensorboard/<task and overrides>
+                conf.version = run_name(cfg).replace("/", "|")[:200]
         logger = instantiate(conf, _convert_="all")
         if hasattr(logger, "_wandb_init"):  # Lightning passes anonymous=None, which wandb 0.31 warns about
             logger._wandb_init.pop("anonymous", None)

@@ -714,8 +714,11 @@ def test_tensorboard_and_many_loggers_get_scalars_and_figures(tmp_path, run_expe
 
     code, run = run_experiment("task=vae", "debug=smoke", "data.synthetic_size=100", "logger=many")
     finished(code, run)
-    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    (named,) = (run / "tensorboard").iterdir()  # TensorBoard's run name: the task and what this run changes
+    assert named.name == "vae debug=smoke data.synthetic_size=100"
+    events = EventAccumulator(str(named), size_guidance={"images": 0})
     events.Reload()
     assert {"val/neg_elbo", "test/neg_elbo", "test/latent_silhouette"} <= set(events.Tags()["scalars"])
     assert {"vae/latent_space", "vae/samples", "curves/loss"} <= set(events.Tags()["images"])
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(events.PluginTagToContent("hparams"))
     assert (run / "csv" / "metrics.csv").is_file() and list(run.glob("wandb/offline-run-*"))  # and the other two
