@@ -225,5 +225,48 @@ def failure_note(out: Path, signum: int | None, trainer) -> str:
     return f"killed by {name}{where}; {how}"
 
 
+def signal_exit_code(code: int, rank0: bool) -> int:
+    """The exit code of a run a signal ended. A rank other than 0 of a SLURM step exits 0: the
+    signal reached every rank, rank 0 reports the ending, and srun's --kill-on-bad-exit (the SLURM
+    launcher's `srun_args`) would otherwise stop rank 0 before it has recorded it."""
+    if not rank0 and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return 0
+    return code
+
+
+def lost_rank(e: BaseException) -> str | None:
+    """If `e` is a collective that failed because another rank of this run is gone or hung (its
+    process killed, its node lost, or no answer within `trainer.strategy.timeout`), what gloo/NCCL
+    said, in one line; else None."""
+    import torch.distributed as dist
+
+    text = str(e)
+    distributed = isinstance(e, dist.DistError) or any(
+        k in text for k in ("gloo/transport", "Connection closed by peer", "ProcessGroupNCCL", "NCCL error")
+    )
+    if not distributed or not dist.is_available() or not dist.is_initialized():
+        return None
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+    return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # without the source file's path
+
+
+def lost_rank_note(out: Path, reason: str, trainer) -> str:
+    """The first line of FAILED when another rank of a multi-process run was lost: what happened,
+    where, and how to go on (a SLURM job: requeue it, its allocation starts every rank again)."""
+    where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+    world = f" of {trainer.world_size}" if trainer is not None else ""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    saved = resume_checkpoint(out)
+    if saved is None:
+        how = "no checkpoint was written yet; start it again"
+    elif job:
+        how = f"continue from checkpoints/last.ckpt with: scontrol requeue {job}"
+    else:
+        how = f"continue from checkpoints/last.ckpt by launching all ranks again with: {resume_command(out)}"
+    return f"lost another rank{world} of this run{where} ({reason}); {how}"
+
+
 def stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)

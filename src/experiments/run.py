@@ -362,7 +362,7 @@ def run_safely(cfg: DictConfig) -> float | None:
         code = lifecycle.exit_code(signum)
         if (requeued := lifecycle.requeue_note(out, signum, lifecycle.STATE.trainer)) is not None:
             log.warning(requeued)  # not FAILED: the scheduler runs it again, into this folder
-            sys.exit(lifecycle.STATE.requeue_exit or code)
+            sys.exit(lifecycle.signal_exit_code(lifecycle.STATE.requeue_exit or code, rank0))
         note = lifecycle.failure_note(out, signum, lifecycle.STATE.trainer)
         if rank0:
             _mark_failed(out, e, note)
@@ -371,11 +371,15 @@ def run_safely(cfg: DictConfig) -> float | None:
             from experiments.sweep import write_summary
 
             write_summary(out.parent)  # a killed sweep still leaves its table
-        sys.exit(code)
+        sys.exit(lifecycle.signal_exit_code(code, rank0))
     except Exception as e:
         code = 1
+        lost = lifecycle.lost_rank(e)
+        first = lifecycle.lost_rank_note(out, lost, lifecycle.STATE.trainer) if lost else f"{type(e).__name__}: {e}"
+        if lost:
+            log.error(first)  # in the rank's log too: FAILED goes once a requeue has continued the run
         if rank0:
-            _mark_failed(out, e, f"{type(e).__name__}: {e}")
+            _mark_failed(out, e, first)
         if _in_multirun():
             log.exception("job failed; the sweep goes on (see %s)", out / "FAILED")
             return None

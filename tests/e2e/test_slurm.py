@@ -19,90 +19,19 @@ import re
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from cli import cli_command, cli_env
-from slurm_cluster import SCRIPT, SLURM_CONF, sacct, slurm, why_no_cluster
+from slurm_cluster import SCRIPT, SLURM_CONF, Case, interrupt_when_training, sacct, why_no_cluster
 
 pytestmark = pytest.mark.slurm
-
-WAIT_S = 1500  # no case may take longer than this, queueing included (about 10 min on 2 idle cores)
 
 SMOKE = ("task=vae", "debug=smoke", "hydra.launcher.partition=debug")  # only the partition named
 TRAINS = (  # long enough (a few hundred steps) to be preempted while it trains
     "task=vae", "data.synthetic=true", "data.synthetic_size=1000", "data.batch_size=16", "trainer.max_epochs=3",
     "hydra.launcher.partition=debug",
 )  # fmt: skip
-
-
-@dataclass
-class Case:
-    """One `python -m experiments -m hydra/launcher=slurm ...` running in the background."""
-
-    name: str
-    tmp: Path
-    overrides: tuple[str, ...]
-    proc: subprocess.Popen | None = None
-    started: float = 0.0
-    rc: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    wall_s: float = 0.0
-    events: dict = field(default_factory=dict)  # what a helper thread did, e.g. {"signalled": job}
-
-    def start(self, env: dict) -> Case:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        cmd = cli_command(self.tmp, "-m", "hydra/launcher=slurm", "hydra.launcher.pending_report_s=10", *self.overrides)
-        self.out, self.err = open(self.tmp / "stdout.txt", "w"), open(self.tmp / "stderr.txt", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=self.tmp, env=env, stdout=self.out, stderr=self.err, text=True)
-        self.started = time.time()
-        return self
-
-    def wait(self) -> Case:
-        if self.rc is None:
-            self.rc = self.proc.wait(timeout=max(1, WAIT_S - (time.time() - self.started)))
-            self.wall_s = time.time() - self.started
-            self.out.close(), self.err.close()
-            self.stdout = (self.tmp / "stdout.txt").read_text()
-            self.stderr = (self.tmp / "stderr.txt").read_text()
-            print(f"{self.name}: exit {self.rc} after {self.wall_s:.0f} s")
-        return self
-
-    @property
-    def sweep(self) -> Path:
-        (sweep,) = self.tmp.glob("logs/*/multiruns/*")
-        return sweep
-
-    @property
-    def array_job(self) -> str:
-        """The SLURM job id of the sweep: submitit's folders are `<array>_<task>` (one job: `<job>`)."""
-        ids = {p.name.split("_")[0] for p in (self.sweep / ".submitit").iterdir() if p.is_dir()}
-        assert len(ids) == 1, ids
-        return ids.pop()
-
-    def slurm_id(self, n: int = 0) -> str:
-        """Job n's SLURM id (`<array>_<n>`, or the job's own id in a sweep of one)."""
-        names = {p.name for p in (self.sweep / ".submitit").iterdir() if p.is_dir()}
-        return f"{self.array_job}_{n}" if f"{self.array_job}_{n}" in names else self.array_job
-
-    def job(self, n: int = 0) -> Path:
-        return self.sweep / str(n)
-
-
-def interrupt_when_training(case: Case, command: list[str]) -> None:
-    """Once job 0 has logged a few training steps, run `command + [<its SLURM job id>]` (once)."""
-    deadline = time.time() + WAIT_S
-    while time.time() < deadline and case.proc.poll() is None:
-        metrics = list(case.tmp.glob("logs/*/multiruns/*/0/csv/metrics.csv"))
-        if metrics and len(metrics[0].read_text().splitlines()) > 3:
-            job = case.slurm_id(0)
-            slurm(*command, job)
-            case.events["signalled"] = (job, time.time())
-            return
-        time.sleep(0.5)
 
 
 CASES = {
@@ -168,10 +97,12 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def cases(cluster, tmp_path_factory):
-    """Every case launched at once; each test waits for its own."""
+def cases(cluster, tmp_path_factory, request):
+    """Every case the selected tests need (`@pytest.mark.case(name)`), launched at once; each test
+    waits for its own (`-k usr2` runs one case alone)."""
+    wanted = {m.args[0] for item in request.session.items for m in item.iter_markers("case")}
     launched = {}
-    for name in [*FIRST, *(n for n in CASES if n not in FIRST)]:
+    for name in [n for n in [*FIRST, *(n for n in CASES if n not in FIRST)] if n in wanted]:
         tmp = tmp_path_factory.mktemp(name)
         env = cli_env(tmp, SLURM_CONF=str(SLURM_CONF))
         case = launched[name] = Case(name, tmp, CASES[name]).start(env)
@@ -193,6 +124,7 @@ def no_logging_errors(case: Case) -> None:
     assert "--- Logging error ---" not in text and "reentrant call" not in text
 
 
+@pytest.mark.case("sweep")
 def test_a_sweep_with_only_the_partition_named_runs_on_the_cluster(cases):
     case = cases["sweep"].wait()
     assert case.rc == 0, case.stderr[-3000:]
@@ -205,6 +137,7 @@ def test_a_sweep_with_only_the_partition_named_runs_on_the_cluster(cases):
     assert (case.sweep / "summary.md").read_text().count("| ok |") == 2
 
 
+@pytest.mark.case("failing")
 def test_a_failed_job_is_failed_in_sacct_the_other_finishes_and_the_command_names_it(cases):
     case = cases["failing"].wait()
     assert case.rc == 1, case.stderr[-3000:]
@@ -243,17 +176,20 @@ def check_requeued_and_finished(case: Case, how: str, first_exit_code: int) -> N
     no_logging_errors(case)
 
 
+@pytest.mark.case("usr2")
 def test_a_job_preempted_with_usr2_is_requeued_and_finishes_in_its_folder_and_wandb_run(cases):
     case = cases["usr2"].wait()
     check_requeued_and_finished(case, "requeued by submitit", 128 + 12)
 
 
+@pytest.mark.case("requeue")
 def test_a_job_requeued_by_slurm_finishes_in_its_folder_and_wandb_run(cases):
     case = cases["requeue"].wait()
     check_requeued_and_finished(case, "requeued by SLURM", 128 + 15)
     assert "exit code 143 recorded by a new service" in (case.job(0) / "__main__.log").read_text()
 
 
+@pytest.mark.case("time_limit")
 def test_a_time_limit_requeues_until_max_num_timeout_then_the_job_fails_with_its_checkpoint(cases):
     case = cases["time_limit"].wait()
     assert case.rc == 1, case.stderr[-3000:]
@@ -272,6 +208,7 @@ def test_a_time_limit_requeues_until_max_num_timeout_then_the_job_fails_with_its
     no_logging_errors(case)
 
 
+@pytest.mark.case("ddp")
 def test_two_tasks_on_a_node_under_ddp_share_one_folder_and_agree_on_the_metric(cases):
     case = cases["ddp"].wait()
     assert case.rc == 0, case.stderr[-3000:]
@@ -285,6 +222,7 @@ def test_two_tasks_on_a_node_under_ddp_share_one_folder_and_agree_on_the_metric(
     assert [r["state"] for r in sacct(case.array_job)] == ["COMPLETED"]
 
 
+@pytest.mark.case("optuna")
 def test_an_optuna_search_runs_its_trials_as_slurm_jobs(cases):
     case = cases["optuna"].wait()
     assert case.rc == 0, case.stderr[-3000:]
@@ -298,6 +236,7 @@ def test_an_optuna_search_runs_its_trials_as_slurm_jobs(cases):
     assert sorted(r["state"] for r in sacct(case.array_job)) == ["COMPLETED"] * 3
 
 
+@pytest.mark.case("array")
 def test_an_array_of_many_small_jobs_runs_at_most_array_parallelism_at_once(cases):
     case = cases["array"].wait()
     assert case.rc == 0, case.stderr[-3000:]

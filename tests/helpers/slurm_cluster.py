@@ -7,12 +7,17 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from cli import cli_command
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
 SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
 STATE = Path(os.environ.get("EXPERIMENTS_SLURM_STATE", "/var/tmp/experiments-slurm"))
 SLURM_CONF = STATE / "etc" / "slurm.conf"
+WAIT_S = 1500  # no case may take longer than this, queueing included (about 10 min on 2 idle cores)
 
 
 def why_no_cluster() -> str | None:
@@ -42,3 +47,94 @@ def sacct(job: str, *, all_attempts: bool = False) -> list[dict[str, str]]:
         if time.time() > deadline or not any(r["state"] in ("PENDING", "RUNNING", "COMPLETING") for r in rows):
             return rows
         time.sleep(2)
+
+
+@dataclass
+class Case:
+    """One `python -m experiments -m hydra/launcher=slurm ...` running in the background."""
+
+    name: str
+    tmp: Path
+    overrides: tuple[str, ...]
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    rc: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    wall_s: float = 0.0
+    events: dict = field(default_factory=dict)  # what a helper thread did, e.g. {"signalled": job}
+
+    def start(self, env: dict) -> Case:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        cmd = cli_command(self.tmp, "-m", "hydra/launcher=slurm", "hydra.launcher.pending_report_s=10", *self.overrides)
+        self.out, self.err = open(self.tmp / "stdout.txt", "w"), open(self.tmp / "stderr.txt", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=self.tmp, env=env, stdout=self.out, stderr=self.err, text=True)
+        self.started = time.time()
+        return self
+
+    def wait(self) -> Case:
+        if self.rc is None:
+            self.rc = self.proc.wait(timeout=max(1, WAIT_S - (time.time() - self.started)))
+            self.wall_s = time.time() - self.started
+            self.out.close(), self.err.close()
+            self.stdout = (self.tmp / "stdout.txt").read_text()
+            self.stderr = (self.tmp / "stderr.txt").read_text()
+            print(f"{self.name}: exit {self.rc} after {self.wall_s:.0f} s")
+        return self
+
+    @property
+    def sweep(self) -> Path:
+        (sweep,) = self.tmp.glob("logs/*/multiruns/*")
+        return sweep
+
+    @property
+    def array_job(self) -> str:
+        """The SLURM job id of the sweep: submitit's folders are `<array>_<task>` (one job: `<job>`)."""
+        ids = {p.name.split("_")[0] for p in (self.sweep / ".submitit").iterdir() if p.is_dir()}
+        assert len(ids) == 1, ids
+        return ids.pop()
+
+    def slurm_id(self, n: int = 0) -> str:
+        """Job n's SLURM id (`<array>_<n>`, or the job's own id in a sweep of one)."""
+        names = {p.name for p in (self.sweep / ".submitit").iterdir() if p.is_dir()}
+        return f"{self.array_job}_{n}" if f"{self.array_job}_{n}" in names else self.array_job
+
+    def job(self, n: int = 0) -> Path:
+        return self.sweep / str(n)
+
+
+def interrupt_when_training(case: Case, command: list[str] | Callable[[str], object]) -> None:
+    """Once job 0 has finished its first epoch (its last.ckpt is written; two epochs of training are
+    left), run `command + [<its SLURM job id>]` (or call `command(<job id>)`) once. Not on logged
+    rows: the CSV is flushed at checkpoints and at the end of fit, so rows can appear only once
+    training is over, and a signal after the run has finished requeues a finished job (found by CI:
+    no REQUEUED, exit 0)."""
+    deadline = time.time() + WAIT_S
+    while time.time() < deadline and case.proc.poll() is None:
+        if list(case.tmp.glob("logs/*/multiruns/*/0/checkpoints/last.ckpt")):
+            job = case.slurm_id(0)
+            command(job) if callable(command) else slurm(*command, job)
+            case.events["signalled"] = (job, time.time())
+            return
+        time.sleep(0.5)
+
+
+def task_pids(job: str, rank: int) -> list[int]:
+    """The processes of task `rank` (SLURM_PROCID) of job `job`'s running step: the run itself and
+    its data-loader workers, found by their environment (both nodes are this machine)."""
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            cmdline = (environ.parent / "cmdline").read_bytes()
+            env = dict(
+                kv.split("=", 1) for kv in environ.read_bytes().decode(errors="replace").split("\0") if "=" in kv
+            )
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        if (
+            b"submitit.core._submit" in cmdline
+            and env.get("SLURM_JOB_ID") == job
+            and env.get("SLURM_PROCID") == str(rank)
+        ):
+            pids.append(int(environ.parent.name))
+    return pids

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -354,6 +354,7 @@ if _SlurmLauncher is not None:
         cpus_per_gpu_task: int = 4
         mem_gb_per_task: int = 8
         pending_report_s: int = 60
+        srun_args: list[str] = field(default_factory=lambda: ["--kill-on-bad-exit=1"])
 
     @dataclass
     class LocalConf(LocalQueueConf):
