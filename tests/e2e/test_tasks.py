@@ -128,6 +128,8 @@ def test_resnet_ablation_run_leaves_its_evidence(tmp_path, run_experiment):
         logged["name"].startswith("resnet debug=smoke model.arch=resnet18") and "ablate.blocks=[3,7]" in logged["name"]
     )
     assert logged["config"]["logger"]["wandb"]["name"] == logged["name"]
+    counts = logged["config"]["parameters"]  # resnet18 with a 10-class head, only the head trains (finetune=head)
+    assert counts["total"] == counts["trainable"] + counts["frozen"] and counts["trainable"] == 512 * 10 + 10
     summary = logged["summary"]
     # the monitor's summary is its best epoch (define_metric), not its last
     val_acc = [r["val/acc"] for r in read_history(wandb_dir) if "val/acc" in r]
