@@ -167,6 +167,9 @@ def log_config(loggers: list, cfg: DictConfig) -> None:
             lg.experiment.define_metric(cfg.monitor, summary=summary, step_metric="trainer/global_step")
 
 
+HPARAMS_KEYS = ("task_name", "seed", "model", "data", "finetune", "ablate", "trainer")  # TensorBoard's HParams columns
+
+
 def log_final_metrics(loggers: list, cfg: DictConfig, metrics: dict[str, float]) -> None:
     """TensorBoard: the config (with this job's overrides) and every final metric, test and analysis
     numbers included, as one HParams session, so runs compare side by side in its HParams tab and the
@@ -178,8 +181,10 @@ def log_final_metrics(loggers: list, cfg: DictConfig, metrics: dict[str, float])
     for lg in loggers:
         if isinstance(lg, TensorBoardLogger) and metrics:
             plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-            plain["overrides"] = " ".join(job_overrides())
-            lg.log_hyperparams(plain, metrics=dict(metrics))
+            # what tells runs apart (not the callbacks' targets and paths, which the HParams table would open on)
+            shown = {k: plain[k] for k in HPARAMS_KEYS if plain.get(k) is not None}
+            shown["overrides"] = " ".join(job_overrides())
+            lg.log_hyperparams(shown, metrics=dict(metrics))
 
 
 # The signals a scheduler sends a job to end or requeue it. SLURM signals every process of a job

@@ -64,7 +64,8 @@ def final_lines(cfg, out: Path, value) -> list[str]:
         *([f"figures: {out / 'figures'} ({len(figures)} PNG)"] if figures else []),
     ]
     if (out / "tensorboard").is_dir():  # logger=tensorboard | many: one logdir per task keeps the tasks apart
-        lines.append(f"TensorBoard: tensorboard --logdir {shlex.quote(str(out.parents[1]))}")
+        task_logs = Path(cfg.paths.log_dir) / cfg.task_name  # every run and sweep of this task, no other task's
+        lines.append(f"TensorBoard: tensorboard --logdir {shlex.quote(str(task_logs))}")
     if sorted(out.glob("wandb/offline-run-*")):
         lines.append(f"W&B run (offline): wandb sync {shlex.quote(str(out))}/wandb/offline-run-*")
     return lines
