@@ -22,6 +22,8 @@ from experiments.lifecycle import resume_overrides
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def run_job(cfg: DictConfig) -> float | None:
+    # the first line within a second or two of the command, before torch and Lightning load (seconds more)
+    print(f"{cfg.task_name}: starting in {cfg.paths.output_dir}", flush=True)
     from experiments.run import run_safely  # heavy imports (torch, lightning) only once composed
 
     return run_safely(cfg)

@@ -137,6 +137,8 @@ class Parts:
 def build_parts(cfg: DictConfig) -> Parts:
     """Data (read now: a missing file fails in seconds), model, callbacks, and the contracts
     between them checked before anything trains."""
+    what = [(c or {}).get("_target_") for c in (cfg.get("data"), cfg.get("model"))]
+    log.info("reading the data (%s) and building the model (%s)", *what)
     datamodule = build(cfg.get("data"), "data")
     try:
         datamodule.prepare_data()
