@@ -66,6 +66,8 @@ def final_lines(cfg, out: Path, value) -> list[str]:
     if (out / "tensorboard").is_dir():  # logger=tensorboard | many: one logdir per task keeps the tasks apart
         task_logs = Path(cfg.paths.log_dir) / cfg.task_name  # every run and sweep of this task, no other task's
         lines.append(f"TensorBoard: tensorboard --logdir {shlex.quote(str(task_logs))}")
-    if sorted(out.glob("wandb/offline-run-*")):
+    from experiments.loggers import sweep_group
+
+    if sorted(out.glob("wandb/offline-run-*")) and sweep_group(cfg.task_name) is None:  # a sweep: one at its end
         lines.append(f"W&B run (offline): wandb sync {shlex.quote(str(out))}/wandb/offline-run-*")
     return lines
