@@ -167,7 +167,20 @@ def log_config(loggers: list, cfg: DictConfig) -> None:
             lg.experiment.define_metric(cfg.monitor, summary=summary, step_metric="trainer/global_step")
 
 
-HPARAMS_KEYS = ("task_name", "seed", "model", "data", "finetune", "ablate", "trainer")  # TensorBoard's HParams columns
+def hparams_columns(cfg: DictConfig) -> dict:
+    """TensorBoard's HParams columns: what tells runs apart (the task, the seed, each key this job's
+    overrides set, with its resolved value) and the whole override line; not the hundreds of resolved
+    keys (callback targets, paths), which the table would open on, alphabetically."""
+    columns = {"task": cfg.task_name, "seed": cfg.get("seed")}
+    for override in job_overrides():
+        key, _, text = override.lstrip("+~").partition("=")
+        if override.lstrip("+~").startswith((*NOT_WHAT_DIFFERS, "task=")):
+            continue
+        value = OmegaConf.select(cfg, key, default=None) if "/" not in key else None
+        plain = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+        columns[key] = plain if isinstance(plain, (int, float, str, bool)) else text  # a group or a list: as typed
+    columns["overrides"] = " ".join(job_overrides())
+    return columns
 
 
 def log_final_metrics(loggers: list, cfg: DictConfig, metrics: dict[str, float]) -> None:
@@ -180,11 +193,7 @@ def log_final_metrics(loggers: list, cfg: DictConfig, metrics: dict[str, float])
 
     for lg in loggers:
         if isinstance(lg, TensorBoardLogger) and metrics:
-            plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-            # what tells runs apart (not the callbacks' targets and paths, which the HParams table would open on)
-            shown = {k: plain[k] for k in HPARAMS_KEYS if plain.get(k) is not None}
-            shown["overrides"] = " ".join(job_overrides())
-            lg.log_hyperparams(shown, metrics=dict(metrics))
+            lg.log_hyperparams(hparams_columns(cfg), metrics=dict(metrics))
 
 
 # The signals a scheduler sends a job to end or requeue it. SLURM signals every process of a job
