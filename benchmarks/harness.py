@@ -42,7 +42,7 @@ def arguments(description: str, **defaults) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=defaults.get("steps", 20), help="steps per timed window")
     p.add_argument("--repeats", type=int, default=defaults.get("repeats", 3), help="timed windows")
     p.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")
-    p.add_argument("--compile", action="store_true", help="the framework with model.compile=true (torch.compile)")
+    p.add_argument("--compile", action="store_true", help="the framework with compile=true (torch.compile)")
     return p
 
 
@@ -85,7 +85,7 @@ def report(title: str, unit: str, contenders: dict[str, dict], settings: dict, o
     ratios = {}
     fw = contenders.get("framework")
     settings = {**settings, "compile": FRAMEWORK["compile"]}
-    if FRAMEWORK["warmup_s"] is not None:  # with model.compile=true: the compilation is in it
+    if FRAMEWORK["warmup_s"] is not None:  # with compile=true: the compilation is in it
         settings["framework_warmup_s"] = round(FRAMEWORK["warmup_s"], 2)
     for other in ("seed", "bound"):
         if fw and other in contenders:
@@ -118,7 +118,9 @@ def compose(*overrides: str):
     from hydra.core.global_hydra import GlobalHydra
 
     import experiments
+    from experiments import resolvers
 
+    resolvers.register()  # what the entry point (experiments.__main__) does
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=experiments.config_dir(), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))
@@ -133,7 +135,7 @@ def run_framework(
     """A run through the framework's own run loop (experiments.run.run) with a timer callback
     added (StepTimer: seconds per timed window, as `timed_windows` measures the other contenders;
     FitTimer: seconds of the whole fit). No logger, no progress bar, no model summary.
-    compile: with model.compile=true (the warm-up then includes the compilation)."""
+    compile: with compile=true (the warm-up then includes the compilation)."""
     from experiments.run import run
 
     FRAMEWORK.update(compile=compile, warmup_s=None)
@@ -146,7 +148,7 @@ def run_framework(
         "trainer.enable_progress_bar=false",
         "++trainer.enable_model_summary=false",
         "trainer.devices=1",
-        f"model.compile={str(compile).lower()}",
+        f"compile={str(compile).lower()}",
         f"+callbacks.timer._target_=harness.{timer}",
         f"+callbacks.timer.path={marks}",
         *(f"+callbacks.timer.{k}={v}" for k, v in timer_keys.items()),

@@ -12,6 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import experiments
+from experiments import resolvers
+
+resolvers.register()  # what the entry point (experiments.__main__) does
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))  # formats.py, wandb_reader.py, inprocess.py
 
@@ -76,3 +79,25 @@ def compose_cfg():
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def no_waiting(monkeypatch):
+    """What "fails fast" means, without a clock: no network connection is opened and nothing
+    sleeps (a retry loop waits between attempts). Yields the list of attempts; a test asserts it is
+    empty after the call that must fail at once. (Speed itself is measured in benchmarks/.)"""
+    import socket
+    import time
+
+    attempts: list[str] = []
+
+    def connect(sock, address, *args, **kwargs):
+        attempts.append(f"connect {address}")
+        raise OSError("no network in this test")
+
+    def sleep(seconds):
+        attempts.append(f"sleep {seconds}")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(time, "sleep", sleep)
+    yield attempts

@@ -43,25 +43,24 @@ class ClipAnalyses(Callback):
         pair_template: str = "openai_stl10",
         train_templates: Sequence[str] | None = None,
         at_init: bool = True,
-        gap_lambdas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        gap_lambdas: Sequence[float] = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0),
         procrustes_fit_split: str = "train",
         tsne_pairs: int = 500,
         projections: Sequence[str] = ("tsne", "umap"),
         seed: int = 0,
     ):
-        templates = {k: list(v) for k, v in templates.items() if v}  # a set set to null is left out
+        sets: dict[str, list[str]] = {k: list(v) for k, v in templates.items() if v}  # a set set to null: left out
         if train_templates:
-            templates = {"train_templates": list(train_templates), **templates}
-        if pair_template not in templates:
+            sets = {"train_templates": list(train_templates), **sets}
+        if pair_template not in sets:
             raise ValueError(
-                f"callbacks.clip_analyses.pair_template={pair_template!r} "
-                f"is not one of the template sets {list(templates)}"
+                f"callbacks.clip_analyses.pair_template={pair_template!r} is not one of the template sets {list(sets)}"
             )
         if procrustes_fit_split not in ("train", "test"):
             raise ValueError(
                 f"callbacks.clip_analyses.procrustes_fit_split must be train or test, got {procrustes_fit_split!r}"
             )
-        self.templates = templates
+        self.templates = sets
         self.train_templates, self.at_init = set(train_templates or []), at_init
         self.pair_template, self.gap_lambdas = pair_template, list(gap_lambdas)
         self.fit_split, self.tsne_pairs, self.projections, self.seed = (
@@ -124,11 +123,24 @@ class ClipAnalyses(Callback):
         log_numbers(trainer, numbers)
 
     def on_test_end(self, trainer, pl_module):
+        """Each analysis is one method below: zero-shot, the gap and its shift, Procrustes (and the
+        linear probe on the same train embeddings), the before/after pictures."""
         img, labels = pl_module.test_embeddings()
         logging.getLogger("analysis").info(
             "CLIP analyses on %d test images: zero-shot, the gap, Procrustes, projections", len(labels)
         )
         names = class_names(trainer, int(labels.max()) + 1)
+        numbers, preds, classes = self.zero_shot_report(trainer, pl_module, img, labels, names)
+        text = classes[labels]  # each image's class prompt: its paired text
+        numbers.update(self.gap_report(trainer, pl_module, img, labels, classes))
+        procrustes, tag, mapped = self.procrustes_report(trainer, pl_module, img, labels, preds, classes)
+        numbers.update(procrustes)
+        self.pair_pictures(trainer, pl_module, img, text, mapped, tag, labels, names)
+        log_numbers(trainer, numbers)
+
+    def zero_shot_report(self, trainer, pl_module, img, labels, names):
+        """Zero-shot accuracy per template set (a table) and the pairing set's confusion matrix:
+        (numbers, the pairing set's predictions, its class embeddings)."""
         numbers, rows, classes_by_set, preds_by_set = self.zero_shot(pl_module, img, labels, names)
         log_table(
             trainer,
@@ -145,10 +157,13 @@ class ClipAnalyses(Callback):
                 cm, names, title=f"zero-shot, templates: {self.pair_template}\n{describe(trainer, pl_module)}"
             ),
         )
+        return numbers, preds, classes
 
-        # the modality gap: each image against its class prompt (the paired text)
+    def gap_report(self, trainer, pl_module, img, labels, classes) -> dict:
+        """The modality gap (each image against its class prompt), and zero-shot accuracy as the
+        images and prompts are shifted along it (`gap_lambdas`)."""
         text = classes[labels]
-        numbers.update(self.gap_numbers(img, text))
+        numbers = self.gap_numbers(img, text)
         direction = C.gap_vector(img, text)
         gaps, accs = [], []
         for lam in self.gap_lambdas:
@@ -173,13 +188,18 @@ class ClipAnalyses(Callback):
                 xlabel="lambda (shift, in gap lengths)",
             ),
         )
+        return numbers
 
-        # Procrustes image -> paired text, fitted on the train split (or, on request, the test set)
+    def procrustes_report(self, trainer, pl_module, img, labels, preds, classes):
+        """Procrustes image -> paired text, fitted on the train split (or, on request, the test set),
+        centred and not; and the linear probe on the same train embeddings. (numbers, the tag the
+        numbers carry, the uncentred alignment of the test images)."""
+        text = classes[labels]
         train_img, train_labels = self.embed_split(trainer, pl_module, "train")  # once: the fit and the probe
         fit_img, fit_labels = (train_img, train_labels) if self.fit_split == "train" else (img, labels)
         tag = "procrustes" if self.fit_split == "train" else "procrustes_FITTED_ON_TEST"
         before = float((preds == labels).mean())
-        mapped_by = {}
+        numbers, mapped_by = {}, {}
         for center in (False, True):
             fit = C.fit_procrustes(fit_img, classes[fit_labels], center=center)
             mapped = mapped_by[center] = C.apply_procrustes(img, fit)
@@ -197,13 +217,15 @@ class ClipAnalyses(Callback):
             )
         probe = embedding.linear_probe(train_img, train_labels, img, labels)
         numbers.update({"linear_probe/train_acc": probe["train_acc"], "linear_probe/test_acc": probe["test_acc"]})
+        return numbers, tag, mapped_by[False]
 
-        # pictures: images and their paired texts, before and after alignment
+    def pair_pictures(self, trainer, pl_module, img, text, mapped, tag, labels, names) -> None:
+        """Images and their paired texts, before and after alignment, one picture per projection."""
         n = min(self.tsne_pairs, len(img))
         pick = np.random.default_rng(self.seed).choice(len(img), size=n, replace=False)
         panels = {
             "before alignment": (img[pick], text[pick]),
-            f"after {tag} (uncentred)": (mapped_by[False][pick], text[pick]),
+            f"after {tag} (uncentred)": (mapped[pick], text[pick]),
         }
         for method in self.projections:
             projected = {}
@@ -220,7 +242,6 @@ class ClipAnalyses(Callback):
                     title=f"{n} test images and their class prompts ({method}): {describe(trainer, pl_module)}",
                 ),
             )
-        log_numbers(trainer, numbers)
 
 
 def describe(trainer, pl_module) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from . import figures
-from .contracts import Classifier
+from .contracts import Classifier, ClassifierStep, EvaluationData
 from .evaluation import class_names
 from .evidence import describe_run, log_figure, log_numbers, log_table
 
@@ -20,7 +21,7 @@ class LossCurves(Callback):
 
     def __init__(
         self,
-        metrics: Sequence[str] = ("loss",),
+        metrics: Sequence[str] = ("recon", "kl", "loss", "neg_elbo"),
         splits: Sequence[str] = ("train", "val"),
         ylabels: dict[str, str] | None = None,
     ):
@@ -56,16 +57,23 @@ class ClassificationReport(Callback):
 
     module_needs = (Classifier,)
 
-    def __init__(self, num_classes: int = 10):
-        from torchmetrics.classification import MulticlassConfusionMatrix
-
-        self.confusion = MulticlassConfusionMatrix(num_classes)
+    data_needs = (EvaluationData,)
 
     def on_test_epoch_start(self, trainer, pl_module):
-        self.confusion = self.confusion.to(pl_module.device)
-        self.confusion.reset()
+        from torchmetrics.classification import MulticlassConfusionMatrix
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        # the class count is the data's (one home): read when the test pass starts
+        self.confusion = MulticlassConfusionMatrix(len(trainer.datamodule.classes)).to(pl_module.device)
+
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
+        self,
+        trainer: Any,
+        pl_module: Classifier,
+        outputs: ClassifierStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self.confusion.update(outputs["preds"], batch[1])
 
     def on_test_epoch_end(self, trainer, pl_module):

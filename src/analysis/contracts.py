@@ -6,20 +6,53 @@ data module (`data_needs`) as the protocols below. The run loop checks them with
 line naming the callback, the protocol and the missing method, instead of an AttributeError after
 an hour of training.
 
-Models and data modules do not import this file: they satisfy the protocols by having the methods
+Models and data modules do not import this file at run time (a model's test_step names its TypedDict
+for the type checker only): they satisfy the protocols by having the methods
 (structural typing). Each protocol lists who provides it today.
 
-What a module's `test_step` returns is part of the contract too: the callbacks of a task read the
-batch outputs named in the protocol's docstring.
+What a module's `test_step` returns is part of the contract too: the TypedDicts below, which the
+models return and the callbacks' `on_test_batch_end` read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 import torch
+
+# -- what test_step returns, per batch ----------------------------------------------------------
+
+
+class ClassifierStep(TypedDict):
+    """models.ResNetClassifier's test_step (contracts.Classifier)."""
+
+    loss: torch.Tensor
+    preds: torch.Tensor  # (B,) predicted classes
+
+
+class LatentStep(TypedDict):
+    """models.VAEModule's test_step (contracts.LatentGenerative)."""
+
+    loss: torch.Tensor
+    mu: torch.Tensor  # (B, latent_dim) posterior means
+    x_hat: torch.Tensor  # (B, C, H, W) reconstructions in [0, 1]
+
+
+class AttentionStep(TypedDict):
+    """models.ViTClassifier's test_step (contracts.AttentionInspectable); every ViT analysis of the
+    batch reads it, and `rollouts` is their one shared per-batch cache."""
+
+    pixels: torch.Tensor  # (B, 3, S, S) the model's input, before its normalisation
+    logits: torch.Tensor  # (B, model labels)
+    attentions: torch.Tensor  # (layers, B, heads, T, T)
+    cls: torch.Tensor  # (B, D) final CLS token
+    patch_mean: torch.Tensor  # (B, D) mean of the final patch tokens
+    labels: torch.Tensor  # (B,) data-set labels (negative: unlabelled)
+    dataset_scores: torch.Tensor | None  # (B, data-set classes), when the model's labels map onto them
+    rollouts: dict[tuple[str, float], torch.Tensor]  # (head fusion, discard ratio) -> (B, side, side) maps
+
 
 # -- hooks the run loop calls --------------------------------------------------------------------
 
@@ -38,6 +71,22 @@ class ReportsRunInfo(Protocol):
     written to metrics.json under `model_info` and to every logger's config."""
 
     def run_info(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class EndsRunEarly(Protocol):
+    """A callback that may stop a run before its test pass (an Optuna trial its pruner stopped):
+    the run then skips the test and records status `pruned`."""
+
+    def stopped_early(self) -> bool: ...
+
+
+@runtime_checkable
+class HearsRecord(Protocol):
+    """A callback told the run's record (experiments.record.RunRecord) once metrics.json is written
+    (rank 0): e.g. the Optuna trial tells its study how it ended."""
+
+    def record_written(self, record: Any) -> None: ...
 
 
 # -- the data side -------------------------------------------------------------------------------
@@ -203,6 +252,15 @@ def _members(protocol: type) -> list[str]:
     return names
 
 
+def missing_members(protocol: type, obj: Any) -> list[str]:
+    """The protocol's members that `obj` lacks. `obj` may be a class: an attribute its instances get
+    in __init__ counts when the class declares it (an annotation in its body, as the protocol does)."""
+    if isinstance(obj, type):
+        declared = {n for klass in obj.__mro__ for n in vars(klass).get("__annotations__", {})}
+        return [m for m in _members(protocol) if not hasattr(obj, m) and m not in declared]
+    return [m for m in _members(protocol) if not hasattr(obj, m)]
+
+
 def missing_capabilities(name: str, callback: Any, model: Any, datamodule: Any) -> list[str]:
     """One line per protocol that `callback` declares and the model or data module lacks."""
     problems = []
@@ -211,7 +269,7 @@ def missing_capabilities(name: str, callback: Any, model: Any, datamodule: Any) 
         ("data", datamodule, getattr(type(callback), "data_needs", ())),
     ):
         for protocol in needs:
-            missing = [m for m in _members(protocol) if not hasattr(obj, m)]
+            missing = missing_members(protocol, obj)
             if missing:
                 problems.append(
                     f"callbacks.{name} ({type(callback).__name__}) needs a {side} that is {protocol.__name__}: "

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-from .contracts import Classifier, EvaluationData
+from .contracts import EvaluationData
 
 
-def class_names(trainer: pl.Trainer, n: int) -> list[str]:
+def class_names(trainer: Any, n: int) -> list[str]:
     """The data module's class names, or 0..n-1 where it has none for n classes (n: labels seen,
     which may fall short of the data set's count in a tiny run: then the data set's names win)."""
     dm = trainer.datamodule
@@ -19,15 +20,15 @@ def class_names(trainer: pl.Trainer, n: int) -> list[str]:
 
 
 def eval_batches(
-    trainer: pl.Trainer, pl_module: pl.LightningModule, max_images: int | None = None, split: str = "test"
+    trainer: Any, pl_module: pl.LightningModule, max_images: int | None = None, split: str = "test"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(model-ready images, labels) on the model's device, from the start of a split, unaugmented."""
     dm: EvaluationData = trainer.datamodule
     return dm.eval_batches(split, pl_module.device, max_images)
 
 
-def accuracy(trainer: pl.Trainer, pl_module: Classifier, max_images: int | None = None, split: str = "test") -> float:
-    """Top-1 accuracy of the module's `predict_logits` on (the first `max_images` of) a split."""
+def accuracy(trainer: Any, pl_module: Any, max_images: int | None = None, split: str = "test") -> float:
+    """Top-1 accuracy of a contracts.Classifier's `predict_logits` on (the first `max_images` of) a split."""
     was_training = pl_module.training
     pl_module.eval()
     correct = total = 0

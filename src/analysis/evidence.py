@@ -10,6 +10,7 @@ import csv
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import matplotlib.pyplot as plt
@@ -33,9 +34,11 @@ def log_figure(trainer: pl.Trainer, name: str, fig: plt.Figure) -> Path:
         for lg in trainer.loggers:
             if hasattr(lg, "log_image"):  # W&B
                 lg.log_image(key=name, images=[str(path)], step=trainer.global_step)
-            elif hasattr(getattr(lg, "experiment", None), "add_image"):  # TensorBoard: the PNG as it was saved
+                continue
+            experiment: Any = getattr(lg, "experiment", None)
+            if hasattr(experiment, "add_image"):  # TensorBoard: the PNG as it was saved
                 image = plt.imread(path)[..., :3]
-                lg.experiment.add_image(name, image, global_step=trainer.global_step, dataformats="HWC")
+                experiment.add_image(name, image, global_step=trainer.global_step, dataformats="HWC")
     plt.close(fig)
     return path
 

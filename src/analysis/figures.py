@@ -365,6 +365,7 @@ def panel_grid(
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    assert im is not None, "no panel was drawn"
     fig.colorbar(im, ax=axes, fraction=0.02, label=colorbar)
     return fig
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from . import embedding, figures, latent
-from .contracts import EvaluationData, LatentGenerative
+from .contracts import EvaluationData, LatentGenerative, LatentStep
 from .evaluation import class_names
 from .evidence import describe_run, log_figure, log_numbers
 
@@ -37,7 +39,15 @@ class VAEFigures(Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.mu, self.labels, self.first = [], [], None
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
+        self,
+        trainer: Any,
+        pl_module: LatentGenerative,
+        outputs: LatentStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         x, y = batch
         if self.first is None:
             self.first = (x[: self.num_images].float().cpu(), outputs["x_hat"][: self.num_images].float().cpu())

@@ -16,6 +16,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from lightning.pytorch.callbacks import Callback
 
 from . import attention as A
 from . import embedding, figures
-from .contracts import AttentionInspectable, EvaluationData, ImageFiles
+from .contracts import AttentionInspectable, AttentionStep, EvaluationData, ImageFiles
 from .evaluation import eval_batches
 from .evidence import log_figure, log_numbers, log_table
 
@@ -37,7 +38,7 @@ def image_names(trainer, start: int, n: int) -> list[str]:
     return [names[i] if names and i < len(names) else f"test #{i}" for i in range(start, start + n)]
 
 
-def has_labels(outputs) -> bool:
+def has_labels(outputs: AttentionStep) -> bool:
     return outputs["dataset_scores"] is not None and bool((outputs["labels"] >= 0).all())
 
 
@@ -48,13 +49,13 @@ def check_rollout_settings(head_fusion: str, discard_ratio: float, key: str) -> 
         raise ValueError(f"{key}.discard_ratio must lie in [0, 1), got {discard_ratio}")
 
 
-def rollout_maps(outputs, head_fusion: str, discard_ratio: float) -> torch.Tensor:
+def rollout_maps(outputs: AttentionStep, head_fusion: str, discard_ratio: float) -> torch.Tensor:
     """(B, side, side) rollout maps of a test batch, computed once per setting and kept in the
-    batch's `outputs`, which every callback of that batch shares (rollout figures, masking order)."""
-    key = ("rollout", head_fusion, discard_ratio)
-    if key not in outputs:
-        outputs[key] = A.cls_map(A.attention_rollout(outputs["attentions"], head_fusion, discard_ratio))
-    return outputs[key]
+    batch's `rollouts` cache, which every callback of that batch shares (rollout figures, masking order)."""
+    cache, key = outputs["rollouts"], (head_fusion, discard_ratio)
+    if key not in cache:
+        cache[key] = A.cls_map(A.attention_rollout(outputs["attentions"], head_fusion, discard_ratio))
+    return cache[key]
 
 
 class _Quota:
@@ -82,7 +83,15 @@ class ViTPredictions(Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.rows, self.figures, self.seen, self.top_k_hits = [], 0, 0, None  # hits: an int once labels are mapped
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
+        self,
+        trainer: Any,
+        pl_module: AttentionInspectable,
+        outputs: AttentionStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         probs = outputs["logits"].softmax(-1)
         top = probs.topk(min(self.top_k, probs.shape[1]), dim=-1)
         labels = outputs["labels"]
@@ -90,9 +99,9 @@ class ViTPredictions(Callback):
         names = image_names(trainer, self.seen, n)
         classes = list(trainer.datamodule.classes)
         top_labels = [[pl_module.label_name(i) for i in row] for row in top.indices.tolist()]
-        mapped = has_labels(outputs)
-        if mapped:
-            scores = outputs["dataset_scores"]
+        scores = outputs["dataset_scores"] if has_labels(outputs) else None
+        mapped = scores is not None
+        if scores is not None:
             k_top = scores.topk(min(self.top_k, scores.shape[1]), dim=-1).indices
             self.top_k_hits = (self.top_k_hits or 0) + int((k_top == labels.view(-1, 1)).any(1).sum())
             mapped_pred = scores.argmax(-1).tolist()
@@ -171,7 +180,15 @@ class AttentionMaps(Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.quota, self.examples, self.entropy, self.correlation, self.count = _Quota(self.max_images), [], 0.0, 0.0, 0
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
+        self,
+        trainer: Any,
+        pl_module: AttentionInspectable,
+        outputs: AttentionStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         n = self.quota.take(len(outputs["labels"]))
         if n == 0:
             return
@@ -190,40 +207,49 @@ class AttentionMaps(Callback):
         if not self.count:
             return
         side = pl_module.grid_side
-        for idx, (name, image, maps) in enumerate(self.examples):  # maps: (layers, heads, patches)
-            layers, heads = maps.shape[:2]
-            grid = maps.view(layers, heads, side, side).numpy()
-            panels = {f"L{layer + 1} H{h + 1}": grid[layer, h] for layer in range(layers) for h in range(heads)}
-            log_figure(
-                trainer,
-                f"attention/heads_{idx}",
-                figures.panel_grid(
-                    panels,
-                    ncols=heads,
-                    cmap=self.colormap,
-                    title=f"{name}: CLS-to-patch attention, every layer (rows) and head (columns)",
-                    colorbar="attention weight",
-                ),
+        for idx, (name, image, maps) in enumerate(self.examples):
+            self.example_figures(trainer, idx, name, image, maps, side)
+        self.head_statistics(trainer, side)
+
+    def example_figures(self, trainer, idx: int, name: str, image, maps: torch.Tensor, side: int) -> None:
+        """One image: every layer's and head's map, and the heads fused per layer over the image."""
+        # maps: (layers, heads, patches)
+        layers, heads = maps.shape[:2]
+        grid = maps.view(layers, heads, side, side).numpy()
+        panels = {f"L{layer + 1} H{h + 1}": grid[layer, h] for layer in range(layers) for h in range(heads)}
+        log_figure(
+            trainer,
+            f"attention/heads_{idx}",
+            figures.panel_grid(
+                panels,
+                ncols=heads,
+                cmap=self.colormap,
+                title=f"{name}: CLS-to-patch attention, every layer (rows) and head (columns)",
+                colorbar="attention weight",
+            ),
+        )
+        fused = {
+            f"layer {layer + 1}": np.stack(
+                [A.fuse_heads(maps[layer : layer + 1], f)[0].view(side, side).numpy() for f in self.head_fusions]
             )
-            fused = {
-                f"layer {layer + 1}": np.stack(
-                    [A.fuse_heads(maps[layer : layer + 1], f)[0].view(side, side).numpy() for f in self.head_fusions]
-                )
-                for layer in range(layers)
-            }
-            images = np.repeat(image[None], len(self.head_fusions), axis=0)
-            log_figure(
-                trainer,
-                f"attention/fused_{idx}",
-                figures.overlay_grid(
-                    images,
-                    fused,
-                    [f"{name}\nheads: {f}" for f in self.head_fusions],
-                    self.colormap,
-                    self.alpha,
-                    title="CLS-to-patch attention, heads fused per layer (each map scaled to its range)",
-                ),
-            )
+            for layer in range(layers)
+        }
+        images = np.repeat(image[None], len(self.head_fusions), axis=0)
+        log_figure(
+            trainer,
+            f"attention/fused_{idx}",
+            figures.overlay_grid(
+                images,
+                fused,
+                [f"{name}\nheads: {f}" for f in self.head_fusions],
+                self.colormap,
+                self.alpha,
+                title="CLS-to-patch attention, heads fused per layer (each map scaled to its range)",
+            ),
+        )
+
+    def head_statistics(self, trainer, side: int) -> None:
+        """Over every image seen: each head's entropy, the correlation between heads, per layer."""
         entropy = (self.entropy / self.count).cpu().numpy()
         correlation = (self.correlation / self.count).cpu().numpy()
         layers, heads = entropy.shape
@@ -322,7 +348,15 @@ class AttentionRollout(Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.quota, self.rows, self.entropy, self.count = _Quota(self.max_images), [], 0.0, 0
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
+        self,
+        trainer: Any,
+        pl_module: AttentionInspectable,
+        outputs: AttentionStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         n = self.quota.take(len(outputs["labels"]))
         if n == 0:
             return
@@ -346,11 +380,11 @@ class AttentionRollout(Callback):
             true = f", true: {classes[label]}" if 0 <= label < len(classes) else ""
             self.rows.append(
                 (
-                    f"{names[i]}{true}\npred: {pl_module.label_name(preds[i])}",
+                    f"{names[i]}{true}\npred: {pl_module.label_name(int(preds[i]))}",
                     x[i].cpu().numpy(),
                     rollout[i].cpu().numpy(),
                     None if grad_map is None else grad_map[i].numpy(),
-                    pl_module.label_name(target[i]),
+                    pl_module.label_name(int(target[i])),
                 )
             )
 
@@ -436,7 +470,15 @@ class PatchMasking(Callback):
         if self.labelled:
             self.correct[key] = self.correct[key] + (pl_module.dataset_scores(logits).argmax(-1) == labels).sum()
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
+        self,
+        trainer: Any,
+        pl_module: AttentionInspectable,
+        outputs: AttentionStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         n = self.quota.take(len(outputs["labels"]))
         if n == 0:
             return
@@ -482,33 +524,7 @@ class PatchMasking(Callback):
             measures["accuracy"] = (self.correct, f"accuracy against the data set's labels{against}")
         curves_fig, numbers, rows = {}, {"masking/images": float(self.count)}, []
         for measure, (counts, label) in measures.items():
-            value = {k: float(v) / self.count for k, v in counts.items()}
-            random = np.array(
-                [[value[("random", f, t)] for t in range(self.trials)] for f in self.fractions]
-            )  # (fractions, trials)
-            auc = numbers[f"masking/random/{measure}_auc"] = A.deletion_auc(self.fractions, random.mean(1))
-            lines = {f"random (mean of {self.trials}), AUC {auc:.3f}": random.mean(1).tolist()}
-            for i, f in enumerate(self.fractions):
-                rows += [[measure, "random", f, t, float(random[i, t])] for t in range(self.trials)]
-                numbers[f"masking/random/{measure}@{f:g}"] = float(random[i].mean())
-            if self.saliency:
-                for curve in ("most_attended_first", "least_attended_first"):
-                    ys = [value[(curve, f, 0)] for f in self.fractions]
-                    auc = numbers[f"masking/{curve}/{measure}_auc"] = A.deletion_auc(self.fractions, ys)
-                    lines[f"{curve.replace('_', ' ')}, AUC {auc:.3f}"] = ys
-                    rows += [[measure, curve, f, 0, y] for f, y in zip(self.fractions, ys, strict=False)]
-            for kind in self.structured:
-                numbers[f"masking/structured/{kind}/{measure}"] = value[("structured", kind, 0)]
-                rows.append(
-                    [
-                        measure,
-                        f"structured_{kind}",
-                        float(A.structured_patch_mask(kind, pl_module.grid_side).float().mean()),
-                        0,
-                        value[("structured", kind, 0)],
-                    ]
-                )
-            curves_fig[label] = lines
+            curves_fig[label] = self.measure_curves(pl_module, measure, counts, numbers, rows)
         log_table(trainer, "masking/curves", ["measure", "curve", "fraction_masked", "trial", "value"], rows)
         title = f"patch masking, fill={self.fill}, {self.count} images; saliency order from attention rollout"
         log_figure(
@@ -523,6 +539,42 @@ class PatchMasking(Callback):
                 ylabels={label: "fraction of images" for label in curves_fig},
             ),
         )
+        self.example_figure(trainer, numbers)
+        log_numbers(trainer, numbers)
+
+    def measure_curves(self, pl_module, measure: str, counts: dict, numbers: dict, rows: list) -> dict:
+        """One measure (agreement or accuracy): its deletion curves (returned, for the figure), their
+        AUCs and points added to `numbers`, a row per point added to `rows`."""
+        value = {k: float(v) / self.count for k, v in counts.items()}
+        random = np.array(
+            [[value[("random", f, t)] for t in range(self.trials)] for f in self.fractions]
+        )  # (fractions, trials)
+        auc = numbers[f"masking/random/{measure}_auc"] = A.deletion_auc(self.fractions, random.mean(1))
+        lines = {f"random (mean of {self.trials}), AUC {auc:.3f}": random.mean(1).tolist()}
+        for i, f in enumerate(self.fractions):
+            rows += [[measure, "random", f, t, float(random[i, t])] for t in range(self.trials)]
+            numbers[f"masking/random/{measure}@{f:g}"] = float(random[i].mean())
+        if self.saliency:
+            for curve in ("most_attended_first", "least_attended_first"):
+                ys = [value[(curve, f, 0)] for f in self.fractions]
+                auc = numbers[f"masking/{curve}/{measure}_auc"] = A.deletion_auc(self.fractions, ys)
+                lines[f"{curve.replace('_', ' ')}, AUC {auc:.3f}"] = ys
+                rows += [[measure, curve, f, 0, y] for f, y in zip(self.fractions, ys, strict=False)]
+        for kind in self.structured:
+            numbers[f"masking/structured/{kind}/{measure}"] = value[("structured", kind, 0)]
+            rows.append(
+                [
+                    measure,
+                    f"structured_{kind}",
+                    float(A.structured_patch_mask(kind, pl_module.grid_side).float().mean()),
+                    0,
+                    value[("structured", kind, 0)],
+                ]
+            )
+        return lines
+
+    def example_figure(self, trainer, numbers: dict) -> None:
+        """The masks on the first image; the structured ones titled with their score over all images."""
         main = "accuracy" if self.labelled else "agreement"
         titles = [
             k + (f"\n{main} {numbers[f'masking/structured/{k}/{main}']:.3f}" if k in self.structured else "")
@@ -540,7 +592,6 @@ class PatchMasking(Callback):
                 ),
             ),
         )
-        log_numbers(trainer, numbers)
 
 
 class LinearProbe(Callback):
@@ -556,7 +607,15 @@ class LinearProbe(Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.test = defaultdict(list)
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
+        self,
+        trainer: Any,
+        pl_module: AttentionInspectable,
+        outputs: AttentionStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         for key in ("cls", "patch_mean", "labels"):
             self.test[key].append(outputs[key].cpu())
 

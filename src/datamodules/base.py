@@ -133,6 +133,9 @@ class BatchTransform(nn.Module):
     flip) applies only when `train=True`.
     """
 
+    mean: torch.Tensor | None  # (1, C, 1, 1) buffers, or None: no normalisation
+    std: torch.Tensor | None
+
     def __init__(
         self,
         image_size: int | None = None,
@@ -168,7 +171,7 @@ class BatchTransform(nn.Module):
             x = F.interpolate(
                 x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
             )
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return x.contiguous()
 
@@ -275,7 +278,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self.synthetic:
             train = self.synthetic_split(self.synthetic_size, seed=self.split_seed)
             test = self.synthetic_split(self.synthetic_size, seed=self.split_seed + 1)
-            val_size = max(1, round(self.synthetic_size * 0.2))  # synthetic: a fifth, whatever val_size says
+            val_size: int | float = max(
+                1, round(self.synthetic_size * 0.2)
+            )  # synthetic: a fifth, whatever val_size says
         else:
             train, test = self.load(train=True), self.load(train=False)
             val_size = self.val_size
@@ -298,6 +303,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def _batches(self, name: str, shuffle: bool, device: torch.device | None = None) -> TensorBatches:
         device = device or self._compute_device()
+        split: Split
         if name in self.features:
             split, transform = self.features[name], None  # features: nothing to transform
         else:
@@ -367,6 +373,3 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return self._batches("test", shuffle=False)
-
-    def predict_dataloader(self):
-        return self.test_dataloader()

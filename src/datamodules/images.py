@@ -45,10 +45,10 @@ def read_image(path: Path, image_size: int) -> np.ndarray:
     """(3, image_size, image_size) uint8. Raises OSError/ValueError for what is not an image."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
-        img.load()  # decodes now: a truncated file fails here, not later
-        img = ImageOps.exif_transpose(img)
-        rgb = to_rgb(img).resize((image_size, image_size), Image.BILINEAR)
+    with Image.open(path) as opened:
+        opened.load()  # decodes now: a truncated file fails here, not later
+        img = ImageOps.exif_transpose(opened)
+        rgb = to_rgb(img).resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
@@ -138,7 +138,7 @@ class ImagesDataModule(InMemoryDataModule):
         self.paths, self.shape = list(paths or []), (3, image_size, image_size)
         self.class_folders, self.test_size = class_folders, test_size
         self.labelled = class_folders
-        self.classes = tuple(folder_classes(root) if class_folders and not synthetic else ())
+        self.classes = tuple(folder_classes(root) if root and class_folders and not synthetic else ())
         if class_folders and synthetic:
             self.classes = ("class_a", "class_b")
         self.names: list[str] = []

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 # idx type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
@@ -30,14 +31,14 @@ def read_idx(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(payload, dtype=dtype).reshape(dims).copy())
 
 
-def torchvision_reader(dataset: type, verify_checksums: bool) -> type:
+def torchvision_reader(dataset: Any, verify_checksums: bool) -> Any:
     """torchvision's dataset class as it is, or, without checksums, a subclass that trusts every
     file that exists (md5 None makes torchvision's check_integrity test existence only): for files
     that are not the published ones, such as the tiny files the tests write."""
     if verify_checksums:
         return dataset
     unchecked = lambda files: [[name, None] for name, _ in files]  # noqa: E731
-    attrs = {"train_list": unchecked(dataset.train_list), "test_list": unchecked(dataset.test_list)}
+    attrs: dict[str, Any] = {"train_list": unchecked(dataset.train_list), "test_list": unchecked(dataset.test_list)}
     if hasattr(dataset, "meta"):
         attrs["meta"] = {**dataset.meta, "md5": None}
     return type(f"Unchecked{dataset.__name__}", (dataset,), attrs)

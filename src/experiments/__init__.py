@@ -1,87 +1,16 @@
 """The application: the Hydra entry point and the one run loop every task shares.
 
-Importing this package registers the OmegaConf resolvers the config tree uses.
+Importing it has no side effects: the config tree's resolvers are registered by the entry points
+(experiments.resolvers.register).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from experiments.run_ids import RUN_ID_ENV, new_run_id, rank_suffix, run_id, shared_run_id, srun_tasks
 
-RUN_ID_ENV = "EXPERIMENTS_RUN_ID"
-
-
-def run_id() -> str:
-    """`YYYY-MM-DD_HH-MM-SS_xxxxxx`, fixed for this launch and inherited by the processes it starts.
-
-    Hydra re-resolves `hydra.sweep.dir` for every job (and in every joblib/DDP worker), so a fresh
-    random value per call would scatter one sweep; an environment variable set once keeps it whole,
-    while the random suffix keeps two launches in the same second apart. Ranks that are started
-    apart rather than by this process (torchrun, srun) agree on one id before anything is written
-    (`shared_run_id`), so a multi-process run has one folder.
-    """
-    if RUN_ID_ENV not in os.environ:
-        os.environ[RUN_ID_ENV] = shared_run_id() or new_run_id()
-    return os.environ[RUN_ID_ENV]
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y-%m-%d_%H-%M-%S") + "_" + secrets.token_hex(3)
-
-
-def shared_run_id(timeout_s: float = 300.0) -> str | None:
-    """The id every rank of this multi-process launch agrees on, or None for a single process.
-
-    torchrun: the first rank to ask stores its id in the elastic agent's store (the one torchrun
-    hands its workers, TORCHELASTIC_USE_AGENT_STORE), every other rank reads it; a restarted
-    worker reads the same id, so it continues in the same folder. srun with several tasks (also a
-    multi-node SLURM step): the job, array task and step ids, the same on every task and again
-    after a requeue. Set EXPERIMENTS_RUN_ID to choose the id yourself (it wins over both).
-    """
-    env = os.environ
-    if env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and "MASTER_ADDR" in env and "MASTER_PORT" in env:
-        from datetime import timedelta
-
-        from torch.distributed import TCPStore
-
-        store = TCPStore(
-            env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False, timeout=timedelta(seconds=timeout_s)
-        )
-        key = "experiments/run_id/" + env.get("TORCHELASTIC_RUN_ID", "")
-        return store.compare_set(key, "", new_run_id()).decode()  # the first rank's id, for every rank
-    if srun_tasks() and "SLURM_JOB_ID" in env:
-        parts = [env["SLURM_JOB_ID"], env.get("SLURM_ARRAY_TASK_ID"), env.get("SLURM_STEP_ID")]
-        return "slurm_" + "_".join(p for p in parts if p)
-    return None
-
-
-def srun_tasks() -> bool:
-    """Whether this process is one of several tasks of a SLURM step (srun), each with its rank."""
-    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
-
-
-def rank_suffix() -> str:
-    """`_rank<N>` for the log file of a rank other than 0 of a torchrun/srun launch, else ''."""
-    rank = os.environ.get("RANK") or (os.environ.get("SLURM_PROCID") if srun_tasks() else None)
-    return f"_rank{rank}" if rank and rank != "0" else ""
-
-
-def auto_precision() -> str:
-    """bf16 mixed precision on a GPU that has it, full precision elsewhere."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
-
-
-def when(condition, value, otherwise=None):
-    """`${when:${train},${finetune}}`: value where the condition holds, otherwise null (or `otherwise`)."""
-    return value if condition else otherwise
+__all__ = ["RUN_ID_ENV", "config_dir", "new_run_id", "rank_suffix", "run_id", "shared_run_id", "srun_tasks"]
 
 
 def config_dir() -> str:
@@ -91,13 +20,3 @@ def config_dir() -> str:
         if (candidate / "config.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(f"no Hydra config tree (config.yaml) next to {here}: reinstall the package")
-
-
-for _name, _fn in (
-    ("run_id", run_id),
-    ("auto_precision", auto_precision),
-    ("when", when),
-    ("rank_suffix", rank_suffix),
-):
-    if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _fn)

@@ -15,13 +15,16 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments import config_dir
+from experiments import config_dir, resolvers
 from experiments.evaluate import eval_overrides
 from experiments.lifecycle import resume_overrides
 
+# The program's entry (and what a SLURM job unpickles run_job from): the config tree's resolvers.
+resolvers.register()
+
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def run_job(cfg: DictConfig) -> float | None:
+def run_job(cfg: DictConfig):  # -> experiments.record.RunRecord | None (a sweeper reads it)
     # the first line within a second or two of the command, before torch and Lightning load (seconds more)
     print(f"{cfg.task_name}: starting in {cfg.paths.output_dir}", flush=True)
     from experiments.run import run_safely  # heavy imports (torch, lightning) only once composed

@@ -28,11 +28,14 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 
-from experiments.run_folder import IDENTITY_OVERRIDES, override_root
+from experiments.run_folder import IDENTITY_OVERRIDES, note_refusal, override_root
+from private_api import request_graceful_stop
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +50,15 @@ class Killed(BaseException):
 
 class _State:
     signum: int | None = None  # the first signal received
-    trainer = None  # the trainer while it fits
+    trainer: Any = None  # the trainer while it fits
     fitting = False
     testing = False  # in the test pass (training, if any, has ended)
     final_lines: list[str] = []  # what a successful run prints last
     exit_code = 0  # how the run ended, for a launcher that runs it as a job (experiments_launcher)
-    requeue = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
+    requeue: Any = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
     requeued = False  # SLURM continues this run in a new attempt: later signals may not cut the close short
     not_requeued = ""  # why submitit did not requeue (e.g. timed out too many times)
-    requeue_exit = None  # the exit code submitit's requeue asks for (its local executor's), if any
+    requeue_exit: int | None = None  # the exit code submitit's requeue asks for (its local executor's), if any
 
 
 STATE = _State()
@@ -75,7 +78,7 @@ def _on_signal(signum, frame) -> None:
     if first and STATE.fitting and STATE.trainer is not None:
         # Lightning's own flag: the current step ends, the checkpoint callbacks' on_exception
         # writes last.ckpt, and fit raises SIGTERMException (what it does for SIGTERM by itself).
-        STATE.trainer._signal_connector.received_sigterm = True
+        request_graceful_stop(STATE.trainer)
         name = signal.Signals(signum).name
         os.write(2, f"{name} received: stopping after this step (send it again to stop at once)\n".encode())
         return
@@ -270,3 +273,93 @@ def lost_rank_note(out: Path, reason: str, trainer) -> str:
 
 def stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+# -- the ways a run ends (experiments.run.run_safely calls one of them) -----------------------------
+# Each sets STATE.exit_code: the W&B run is closed with it, and a sweep's job ends its process with
+# it (experiments_launcher). In a sweep, a failed job returns (the sweep goes on; its summary and
+# exit code say the job failed); a single run exits.
+
+
+def succeeded() -> None:
+    """metrics.json is written: the last lines a user sees, after the W&B run is closed."""
+    for line in STATE.final_lines:
+        print(line, flush=True)
+
+
+def refused(out: Path, e: Exception, rank0: bool) -> None:
+    """The folder holds another run: nothing in it was changed. Exit 2."""
+    STATE.exit_code = 2
+    stderr(f"error: {e}")
+    if not in_multirun():
+        sys.exit(2)
+    if rank0:
+        note_refusal(out, str(e))  # beside the job's folder: the sweep summary counts it failed
+
+
+def mistake(out: Path, e: Exception, mark: bool) -> None:
+    """A mistake in the config or the data: one line, FAILED (when `mark`), exit 2."""
+    STATE.exit_code = 2
+    if mark:
+        mark_failed(out, e, f"error: {e}")
+    stderr(f"error: {e}")
+    if not in_multirun():
+        sys.exit(2)
+
+
+def killed(out: Path, e: BaseException, rank0: bool) -> NoReturn:
+    """A signal: requeued by the scheduler (REQUEUED, not FAILED), or stopped (FAILED naming the
+    resume command). Exit 128 + the signal (or the code submitit's requeue asks for)."""
+    signum = received_signal() or getattr(e, "signum", None) or signal.SIGTERM
+    code = STATE.exit_code = exit_code(signum)
+    if (requeued := requeue_note(out, signum, STATE.trainer)) is not None:
+        log.warning(requeued)  # not FAILED: the scheduler runs it again, into this folder
+        sys.exit(signal_exit_code(STATE.requeue_exit or code, rank0))
+    note = failure_note(out, signum, STATE.trainer)
+    if rank0:
+        mark_failed(out, e, note)
+    stderr(note)
+    if in_multirun():
+        from experiments.sweep import write_summary
+
+        write_summary(out.parent)  # a killed sweep still leaves its table
+    sys.exit(signal_exit_code(code, rank0))
+
+
+def crashed(out: Path, e: Exception, rank0: bool) -> bool:
+    """A bug, or another rank of the run lost (lost_rank_note says how to go on): FAILED with the
+    traceback, exit 1. True when the sweep goes on; False: re-raise it."""
+    STATE.exit_code = 1
+    lost = lost_rank(e)
+    first = lost_rank_note(out, lost, STATE.trainer) if lost else f"{type(e).__name__}: {e}"
+    if lost:
+        log.error(first)  # in the rank's log too: FAILED goes once a requeue has continued the run
+    if rank0:
+        mark_failed(out, e, first)
+    if not in_multirun():
+        return False
+    log.exception("job failed; the sweep goes on (see %s)", out / "FAILED")
+    return True
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def mark_failed(out: Path, e: BaseException, first_line: str) -> None:
+    """A failed run never looks like a success: FAILED holds the reason (its first line, then the
+    traceback). A metrics.json of an earlier attempt that finished stays (FAILED says so): the
+    failure handler never deletes the evidence of a success."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        earlier = (
+            "\nmetrics.json beside this file is from an earlier attempt of this run, which finished\n"
+            if (out / "metrics.json").is_file()
+            else ""
+        )
+        (out / "FAILED").write_text(f"{first_line}\n{earlier}\n{''.join(traceback.format_exception(e))}")
+    except OSError:
+        pass

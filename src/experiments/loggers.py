@@ -11,23 +11,29 @@ import secrets
 import signal
 import string
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter as _ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from models.hub import reachable
+from private_api import appending_csv_logger_class, drop_wandb_init_argument, logger_prefix
 
 log = logging.getLogger(__name__)
 
 WANDB_HOST = "https://api.wandb.ai"
+
+
+def global_rank() -> int:
+    """This process's rank in a multi-process run (0 alone), as Lightning knows it before the
+    trainer exists (it sets `rank_zero_only.rank` from the launcher's environment)."""
+    return rank_zero_only.rank  # type: ignore[attr-defined]  # an attribute Lightning sets on the function
 
 
 def wandb_logged_in() -> bool:
@@ -36,7 +42,7 @@ def wandb_logged_in() -> bool:
         return True
     host = urlparse(os.environ.get("WANDB_BASE_URL", WANDB_HOST)).hostname
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return host is not None and netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
 
@@ -106,7 +112,7 @@ def wandb_run_id(out: Path) -> str:
     """The W&B run id of the run in `out`: made once and kept in the folder, so a resumed or
     requeued run continues the same W&B run. Only rank 0 makes one; other ranks log nothing."""
     path = out / RUN_ID_FILE
-    if not path.is_file() and rank_zero_only.rank == 0:
+    if not path.is_file() and global_rank() == 0:
         alphabet = string.ascii_lowercase + string.digits  # what W&B's own run ids are made of
         out.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(secrets.choice(alphabet) for _ in range(8)) + "\n")
@@ -141,7 +147,7 @@ def build_loggers(cfg: DictConfig) -> list:
             with open_dict(cfg):  # the run's config on the dashboard says its group and name as used
                 cfg.logger[_name].group, cfg.logger[_name].name = conf.group, conf.name
                 Path(conf.save_dir).mkdir(parents=True, exist_ok=True)
-            if rank_zero_only.rank == 0:  # the other ranks of a multi-process run log nothing to W&B
+            if global_rank() == 0:  # the other ranks of a multi-process run log nothing to W&B
                 log.info("W&B mode: %s (run %s)", mode, conf.id)
                 if mode != "disabled":
                     start_wandb_service()
@@ -149,8 +155,7 @@ def build_loggers(cfg: DictConfig) -> list:
             with open_dict(conf):  # TensorBoard names a run by its folder: <run>/tensorboard/<task and overrides>
                 conf.version = run_name(cfg).replace("/", "|")[:200]
         logger = instantiate(conf, _convert_="all")
-        if hasattr(logger, "_wandb_init"):  # Lightning passes anonymous=None, which wandb 0.31 warns about
-            logger._wandb_init.pop("anonymous", None)
+        drop_wandb_init_argument(logger, "anonymous")  # Lightning passes anonymous=None; wandb 0.31 warns
         loggers.append(logger)
     return loggers
 
@@ -251,23 +256,9 @@ def finish_wandb(exit_code: int = 0) -> None:
         )
 
 
-class CSVLogger(_LightningCSVLogger):
-    """Lightning's CSVLogger, except that a resumed run appends to its csv/metrics.csv instead of
-    deleting it (Lightning's writer removes an existing file), so the rows from before a kill stay."""
-
-    @property
-    def experiment(self):
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
-
-
-class _AppendingWriter(_ExperimentWriter):
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):  # an earlier attempt of this run: keep its rows and columns
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = sorted(next(csv.reader(f), []))
+# Lightning's CSVLogger, except that a resumed run appends to its csv/metrics.csv instead of deleting
+# it (Lightning's writer removes an existing file), so the rows from before a kill stay.
+CSVLogger: Any = appending_csv_logger_class()
 
 
 class WandbLogger(_LightningWandbLogger):
@@ -282,8 +273,8 @@ class WandbLogger(_LightningWandbLogger):
     def log_metrics(self, metrics, step: int | None = None) -> None:
         step = self._last_step if step is None else max(int(step), self._last_step)
         self._last_step = step
-        if self._prefix:  # logger.wandb.prefix, as Lightning's own logger applies it
-            metrics = {f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
+        if prefix := logger_prefix(self):  # logger.wandb.prefix, as Lightning's own logger applies it
+            metrics = {f"{prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
         once = {k: v for k, v in metrics.items() if k.startswith(self.ONE_VALUE) and _is_number(v)}
         if once:
             self.log_summary(once)

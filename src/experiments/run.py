@@ -11,23 +11,20 @@ its own and a failed run shows as failed.
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
 import os
-import signal
-import sys
 import time
-import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 
-from analysis.contracts import ChecksSetup, ReportsRunInfo, missing_capabilities
+from analysis.contracts import ChecksSetup, EndsRunEarly, HearsRecord, ReportsRunInfo, missing_capabilities
 from experiments import checkpoints, lifecycle
 from experiments.evaluate import comparison_line, evaluated
 from experiments.loggers import (
@@ -36,14 +33,16 @@ from experiments.loggers import (
     build_loggers,
     finish_wandb,
     finite_number,
+    global_rank,
     history_state,
     log_config,
     log_final_metrics,
     truncate_csv,
 )
 from experiments.progress import final_lines
-from experiments.run_folder import FolderTaken, RunFolder, note_refusal
-from experiments.search import pruning_callback
+from experiments.record import RunRecord, Status
+from experiments.run_folder import FolderTaken, RunFolder
+from experiments.search import search_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -69,27 +68,37 @@ def build(conf: DictConfig, key: str, **kwargs):
         raise ConfigError(f"{key} ({conf._target_}): {cause}") from e
 
 
-def build_model(conf: DictConfig):
-    """The model from `model.*`; `model.compile=true` (the run loop's key, not the model's) compiles
-    its forward in place with torch.compile, so the module keeps its type and its contracts."""
-    conf = conf.copy()
-    with open_dict(conf):
-        compile_ = conf.pop("compile", False)
-    model = build(conf, "model")
-    if compile_:
+def model_arguments(cfg: DictConfig, datamodule) -> dict[str, Any]:
+    """What a model gets from the run rather than from its own `model.*` keys, so that each has one
+    name: the task's words on the command line (`finetune=`, only when the run trains; `ablate.blocks`,
+    `ablate.mode`, `ablate.when`) and the class count, which the data says. Only the arguments the
+    model's constructor takes."""
+    offered = {
+        "finetune": cfg.get("finetune") if cfg.train else None,
+        "ablate_blocks": OmegaConf.select(cfg, "ablate.blocks"),
+        "ablate_mode": OmegaConf.select(cfg, "ablate.mode"),
+        "ablate_when": OmegaConf.select(cfg, "ablate.when"),
+        "num_classes": getattr(datamodule, "num_classes", None),
+    }
+    try:
+        accepted = inspect.signature(get_class(cfg.model._target_)).parameters
+    except Exception:  # noqa: BLE001 - an unknown target: build() names it
+        return {}
+    return {k: v for k, v in offered.items() if k in accepted and (v is not None or k == "finetune")}
+
+
+def build_model(cfg: DictConfig, datamodule):
+    """The model from `model.*` and `model_arguments`; `compile=true` (the run loop's key) compiles its
+    forward in place with torch.compile, so the module keeps its type and its contracts."""
+    model = build(cfg.model, "model", **model_arguments(cfg, datamodule))
+    if cfg.get("compile"):
         model.compile()  # nn.Module.compile: forward compiled on the first call (minutes for a big model)
-        log.info("model.compile=true: the forward pass is compiled on its first call")
+        log.info("compile=true: the forward pass is compiled on its first call")
     return model
 
 
 def collect_metrics(trainer) -> dict[str, float]:
     return {k: v for k, v in ((k, finite_number(v)) for k, v in trainer.callback_metrics.items()) if v is not None}
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -129,8 +138,7 @@ class Parts:
 
     datamodule: Any
     model: Any
-    callbacks: list
-    pruning: Any  # the Optuna trial's pruning callback, or None
+    callbacks: list  # the task's, then RunHistory, then any a search adds (experiments/search.py)
     history: RunHistory
 
 
@@ -145,15 +153,12 @@ def build_parts(cfg: DictConfig) -> Parts:
         datamodule.setup()
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         raise ConfigError(str(e)) from e
-    model = build_model(cfg.model)
+    model = build_model(cfg, datamodule)
     named = {
         name: build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
     }
     history = RunHistory()
-    callbacks = [*named.values(), history]
-    pruning = pruning_callback(cfg)  # a trial of hparams_search: report each epoch, stop when pruned
-    if pruning is not None:
-        callbacks.append(pruning)
+    callbacks = [*named.values(), history, *search_callbacks(cfg)]  # a search's trial: its pruning
     problems = [p for name, cb in named.items() for p in missing_capabilities(name, cb, model, datamodule)]
     if problems:  # a callback this model or data cannot serve: say so now, not after training
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
@@ -163,7 +168,7 @@ def build_parts(cfg: DictConfig) -> Parts:
                 part.check_setup(model=model, datamodule=datamodule)
             except ValueError as e:
                 raise ConfigError(str(e)) from e
-    return Parts(datamodule, model, callbacks, pruning, history)
+    return Parts(datamodule, model, callbacks, history)
 
 
 def starting_checkpoint(cfg: DictConfig, out: Path, model) -> tuple[str | None, dict]:
@@ -195,9 +200,7 @@ def forward_history(out: Path, start_from: str | None, history: dict) -> None:
     """History that only goes forward (rank 0): a resumed run's CSV loses the rows logged at or after
     its checkpoint's step (that attempt's weights were lost); a run that starts again with no
     checkpoint to continue from drops all the earlier attempt's rows and gets a new W&B run."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if rank_zero_only.rank != 0:
+    if global_rank() != 0:
         return
     step = history.get("step") if start_from else 0
     if step is None:  # a checkpoint from before RunHistory, or ckpt_path= from elsewhere: nothing to cut
@@ -245,171 +248,136 @@ def test_checkpoint(cfg: DictConfig, trainer, start_from: str | None) -> str | N
     return ckpt
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Build, fit if the task trains, test, record: the value of `optimized_metric`."""
+def run(cfg: DictConfig) -> RunRecord:
+    """Build the parts, fit if the task trains, test, record: each stage is one function below."""
+    start = time.time()
+    out = prepare(cfg)
+    parts = build_parts(cfg)
+    start_from = starting_point(cfg, out, parts)
+    trainer, loggers = build_trainer(cfg, parts)
+    metrics: dict[str, float] = fit(trainer, parts, start_from) if cfg.train else {}
+    stopped = any(isinstance(c, EndsRunEarly) and c.stopped_early() for c in parts.callbacks)  # a pruned trial
+    if cfg.test and not stopped:
+        metrics |= test(trainer, parts, test_checkpoint(cfg, trainer, start_from))
+    log_final_metrics(loggers, cfg, metrics)  # TensorBoard's HParams tab: what differs and the final numbers
+    record = make_record(cfg, out, trainer, parts.model, metrics, "pruned" if stopped else "ok", time.time() - start)
+    if record.model_info:
+        for lg in loggers:
+            lg.log_hyperparams({"model_info": record.model_info})
+    if trainer.world_size > 1:  # each rank says what it holds: the reduced metrics agree
+        log.info("rank %d: %s = %s", trainer.global_rank, cfg.optimized_metric, record.value)
+    if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
+        keep(record, out, parts.callbacks, cfg)
+    return record
+
+
+def prepare(cfg: DictConfig) -> Path:
+    """The run folder, the seed, a quiet terminal."""
     import lightning.pytorch as pl
 
     quiet_third_party_noise()
-    start = time.time()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    parts = build_parts(cfg)
+    return out
+
+
+def starting_point(cfg: DictConfig, out: Path, parts: Parts) -> str | None:
+    """The checkpoint fitting starts from (None: from the model as built); the run folder's history
+    is cut to it, so that it only goes forward."""
     start_from, history = starting_checkpoint(cfg, out, parts.model)
     if cfg.train:
         forward_history(out, start_from, history)
-    trainer, loggers = build_trainer(cfg, parts)
-    model, datamodule, pruning = parts.model, parts.datamodule, parts.pruning
+    return start_from
 
-    metrics: dict[str, float] = {}
-    if cfg.train:
-        lifecycle.STATE.trainer, lifecycle.STATE.fitting = trainer, True
-        try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=start_from)
-        finally:
-            lifecycle.STATE.fitting = False
-        metrics.update(parts.history.restored)  # the fit's metrics when a resume had no epoch left to run
-        metrics.update(collect_metrics(trainer))
-    pruned = pruning is not None and pruning.pruned is not None
-    if pruned and trainer.is_global_zero:
-        pruning.tell_pruned()  # the study learns it here; the sweeper leaves this trial alone
-    if cfg.test and not pruned:
-        lifecycle.STATE.trainer, lifecycle.STATE.testing = trainer, True
-        trainer.test(model, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer, start_from))
-        lifecycle.STATE.testing = False
-        metrics.update(collect_metrics(trainer))
 
-    log_final_metrics(loggers, cfg, metrics)  # TensorBoard's HParams tab: config and final numbers side by side
-    run_info = model.run_info() if isinstance(model, ReportsRunInfo) else None  # e.g. what an ablation replaced
-    if run_info:
-        for lg in loggers:
-            lg.log_hyperparams({"model_info": run_info})
+def fit(trainer, parts: Parts, start_from: str | None) -> dict[str, float]:
+    """Train; the metrics the fit ended with (those of the checkpoint when a resume had no epoch left)."""
+    lifecycle.STATE.trainer, lifecycle.STATE.fitting = trainer, True  # a signal now stops after the step
+    try:
+        trainer.fit(parts.model, datamodule=parts.datamodule, ckpt_path=start_from)
+    finally:
+        lifecycle.STATE.fitting = False
+    return {**parts.history.restored, **collect_metrics(trainer)}
+
+
+def test(trainer, parts: Parts, weights: str | None) -> dict[str, float]:
+    """The test pass (and the analyses that run in it) on `weights`; the metrics it logged."""
+    lifecycle.STATE.trainer, lifecycle.STATE.testing = trainer, True
+    trainer.test(parts.model, datamodule=parts.datamodule, ckpt_path=weights)
+    lifecycle.STATE.testing = False
+    return collect_metrics(trainer)
+
+
+def make_record(cfg: DictConfig, out: Path, trainer, model, metrics: dict, status: Status, wall: float) -> RunRecord:
     best = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", None)
-    result = {
-        "task": cfg.task_name,
-        "status": "pruned" if pruned else "ok",
-        "metrics": metrics,
-        "optimized_metric": cfg.optimized_metric,
-        "best_checkpoint": os.path.relpath(best, out) if best else None,  # relative: the folder may move
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "wall_time_s": round(time.time() - start, 2),
-        "tags": list(cfg.tags),
-        **({"model_info": run_info} if run_info else {}),
-        **evaluated(cfg),  # eval=<run folder>: the run and checkpoint evaluated
-    }
-    value = metrics.get(cfg.optimized_metric)
-    if trainer.world_size > 1:  # each rank says what it holds: the reduced metrics agree
-        log.info("rank %d: %s = %s", trainer.global_rank, cfg.optimized_metric, value)
-    if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
-        write_json_atomic(out / "metrics.json", result)
-        (out / "FAILED").unlink(missing_ok=True)  # an earlier attempt of this run failed; this one did not
-        if pruning is not None and not pruned:
-            pruning.tell_finished(value)  # resume=<trial folder>: the study hears how the trial ended
-        # printed once the W&B run is closed: the last lines a user sees
-        lifecycle.STATE.final_lines = [*final_lines(cfg, out, value), *comparison_line(cfg, value)]
-    return value
+    return RunRecord(
+        task=cfg.task_name,
+        status=status,
+        metrics=metrics,
+        optimized_metric=cfg.optimized_metric,
+        best_checkpoint=os.path.relpath(best, out) if best else None,  # relative: the folder may move
+        epochs=trainer.current_epoch,
+        global_step=trainer.global_step,
+        wall_time_s=round(wall, 2),
+        tags=list(cfg.tags),
+        model_info=(model.run_info() or None) if isinstance(model, ReportsRunInfo) else None,
+        evaluated=evaluated(cfg).get("evaluated"),  # eval=<run folder>: the run and checkpoint evaluated
+    )
 
 
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+def keep(record: RunRecord, out: Path, callbacks: list, cfg: DictConfig) -> None:
+    """Rank 0: metrics.json, the callbacks that wait for it told, the last lines a user sees."""
+    record.write(out)
+    (out / "FAILED").unlink(missing_ok=True)  # an earlier attempt of this run failed; this one did not
+    for c in callbacks:
+        if isinstance(c, HearsRecord):
+            c.record_written(record)  # e.g. the Optuna trial's study hears how it ended
+    # printed once the W&B run is closed: the metric, where the evidence is, the dashboards' commands
+    lifecycle.STATE.final_lines = [*final_lines(cfg, out, record.value), *comparison_line(cfg, record.value)]
 
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
-
-def run_safely(cfg: DictConfig) -> float | None:
-    """run(cfg), ending in one of three honest ways (see experiments/lifecycle.py), in a folder that
-    holds this run alone (experiments/run_folder.py). In a sweep a failed job is recorded and the
-    sweep goes on to the next (the summary lists it)."""
-    from lightning.pytorch.utilities import rank_zero_only
+def run_safely(cfg: DictConfig) -> RunRecord | None:
+    """run(cfg), ending in one of three honest ways (experiments/lifecycle.py: each way is one
+    function there), in a folder that holds this run alone (experiments/run_folder.py). In a sweep a
+    failed job is recorded and the sweep goes on to the next (the summary lists it)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     out = Path(cfg.paths.output_dir)
     folder = RunFolder(out)
-    rank0 = rank_zero_only.rank == 0  # other ranks share the folder rank 0 claims, and only read it
+    rank0 = global_rank() == 0  # other ranks share the folder rank 0 claims, and only read it
     previous_handlers = lifecycle.install_signal_handlers()
-    code, state, recorded = 0, None, False
+    state, recorded = None, False
     try:
         if rank0:
             folder.lock()
-        state = folder.check(cfg, resuming=bool(cfg.get("resume")), in_sweep=_in_multirun())
+        state = folder.check(cfg, resuming=bool(cfg.get("resume")), in_sweep=lifecycle.in_multirun())
         if state == "finished":
-            kept = json.loads((out / "metrics.json").read_text())
             print(f"job already finished in {out}: kept as it is", flush=True)
-            return kept.get("metrics", {}).get(kept.get("optimized_metric"))
+            return RunRecord.read(out)
         check_inputs(cfg)  # before the record: a bad setting is not saved into the run's overrides
         if rank0:
             folder.write_record(cfg)
             recorded = True
-        value = run(cfg)
+        record = run(cfg)
     except FolderTaken as e:
-        code = 2  # refused: nothing in the folder was changed
-        lifecycle.stderr(f"error: {e}")
-        if _in_multirun():
-            if rank0:
-                note_refusal(out, str(e))  # beside the job's folder: the sweep summary counts it failed
-            return None
-        sys.exit(code)
-    except ConfigError as e:
-        code = 2
-        if rank0 and (recorded or state == "new"):  # a continued run whose new settings were refused: unchanged
-            _mark_failed(out, e, f"error: {e}")
-        lifecycle.stderr(f"error: {e}")
-        if _in_multirun():
-            return None  # the sweep's other jobs still run; the summary and the exit code say this one failed
-        sys.exit(code)
+        lifecycle.refused(out, e, rank0)
+        return None
+    except ConfigError as e:  # a continued run whose new settings were refused stays unchanged
+        lifecycle.mistake(out, e, mark=rank0 and (recorded or state == "new"))
+        return None
     except (SIGTERMException, lifecycle.Killed, KeyboardInterrupt) as e:
-        signum = lifecycle.received_signal() or getattr(e, "signum", None) or signal.SIGTERM
-        code = lifecycle.exit_code(signum)
-        if (requeued := lifecycle.requeue_note(out, signum, lifecycle.STATE.trainer)) is not None:
-            log.warning(requeued)  # not FAILED: the scheduler runs it again, into this folder
-            sys.exit(lifecycle.signal_exit_code(lifecycle.STATE.requeue_exit or code, rank0))
-        note = lifecycle.failure_note(out, signum, lifecycle.STATE.trainer)
-        if rank0:
-            _mark_failed(out, e, note)
-        lifecycle.stderr(note)
-        if _in_multirun():
-            from experiments.sweep import write_summary
-
-            write_summary(out.parent)  # a killed sweep still leaves its table
-        sys.exit(lifecycle.signal_exit_code(code, rank0))
+        lifecycle.killed(out, e, rank0)
     except Exception as e:
-        code = 1
-        lost = lifecycle.lost_rank(e)
-        first = lifecycle.lost_rank_note(out, lost, lifecycle.STATE.trainer) if lost else f"{type(e).__name__}: {e}"
-        if lost:
-            log.error(first)  # in the rank's log too: FAILED goes once a requeue has continued the run
-        if rank0:
-            _mark_failed(out, e, first)
-        if _in_multirun():
-            log.exception("job failed; the sweep goes on (see %s)", out / "FAILED")
-            return None
-        raise
+        if not lifecycle.crashed(out, e, rank0):
+            raise
+        return None
     finally:
         folder.release()
-        lifecycle.STATE.exit_code = code  # a sweep's job ends its process with it (experiments_launcher)
-        finish_wandb(exit_code=code)
+        finish_wandb(exit_code=lifecycle.STATE.exit_code)
         lifecycle.restore_signal_handlers(previous_handlers)
-    for line in lifecycle.STATE.final_lines:
-        print(line, flush=True)
-    return value
-
-
-def _mark_failed(out: Path, e: BaseException, first_line: str) -> None:
-    """A failed run never looks like a success: FAILED holds the reason (its first line, then the
-    traceback). A metrics.json of an earlier attempt that finished stays (FAILED says so): the
-    failure handler never deletes the evidence of a success."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        earlier = (
-            "\nmetrics.json beside this file is from an earlier attempt of this run, which finished\n"
-            if (out / "metrics.json").is_file()
-            else ""
-        )
-        (out / "FAILED").write_text(f"{first_line}\n{earlier}\n{''.join(traceback.format_exception(e))}")
-    except OSError:
-        pass
+    lifecycle.succeeded()
+    return record
 
 
 def quiet_third_party_noise() -> None:

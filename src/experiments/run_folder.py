@@ -20,11 +20,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from private_api import basic_sweeper_jobs
 
 # What a run *is*: changing any of these makes another experiment (the keys `resume=` refuses too).
 IDENTITY = ("task_name", "model", "data", "seed", "ablate", "finetune")
@@ -46,7 +48,9 @@ class FolderTaken(Exception):
 def identity(cfg: DictConfig | dict, out: Path) -> dict[str, Any]:
     """The resolved keys that make a run what it is, with the run folder's own path written as
     `<run>` (so a moved folder is the same run)."""
-    plain = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    plain = (
+        cfg if isinstance(cfg, dict) else cast(dict, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+    )
     text = yaml.safe_dump({k: plain.get(k) for k in IDENTITY}, sort_keys=True)
     return yaml.safe_load(text.replace(str(out), "<run>"))
 
@@ -185,12 +189,7 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
     jobs are not known ahead, e.g. an Optuna search)."""
     if not str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("BasicSweeper"):
         return []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its expansion of a, b, c values
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+    return basic_sweeper_jobs(list(config.hydra.overrides.task))
 
 
 class LaunchChecks(Callback):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any, cast
 
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -17,8 +18,8 @@ log = logging.getLogger(__name__)
 
 class OptunaPruning(Callback):
     """In a trial's job: reports the monitored validation metric to the study every epoch and
-    stops training when the pruner says the trial is unpromising; the job then tells the study the
-    trial was pruned and skips its test pass (the run loop reads `pruned`)."""
+    stops training when the pruner says the trial is unpromising; the run then skips its test pass
+    (`stopped_early`) and, once its record is written, the study hears how the trial ended."""
 
     def __init__(self, journal: str, study: str, trial: int, monitor: str, pruner=None):
         if not monitor:
@@ -26,16 +27,18 @@ class OptunaPruning(Callback):
         self.journal, self.study_name, self.number, self.monitor = journal, study, int(trial), monitor
         self.pruner = pruner  # the sweep's pruner (a study loaded from storage would get Optuna's default)
         self.pruned: int | None = None  # the epoch it was pruned at
-        self._study_and_trial = None  # loaded once, on the first report
+        self._storage: Any = None  # the study's storage, opened once, on the first report
+        self._trial_id = -1
+        self._study_and_trial = None
 
     def _trial(self):
-        if self._study_and_trial is None:
+        if self._study_and_trial is None:  # through the storage's public API (Optuna's BaseStorage)
             optuna = _optuna()
-            study = optuna.load_study(
-                study_name=self.study_name, storage=journal_storage(Path(self.journal)), pruner=self.pruner
-            )
-            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
-            self._study_and_trial = study, optuna.trial.Trial(study, trial_id)
+            self._storage = journal_storage(Path(self.journal))
+            study = optuna.load_study(study_name=self.study_name, storage=self._storage, pruner=self.pruner)
+            study_id = self._storage.get_study_id_from_name(self.study_name)
+            trial_id = self._storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
+            self._trial_id, self._study_and_trial = trial_id, (study, optuna.trial.Trial(study, trial_id))
         return self._study_and_trial
 
     def on_validation_end(self, trainer, pl_module):
@@ -51,6 +54,15 @@ class OptunaPruning(Callback):
             trainer.should_stop = True
             log.info("trial %d pruned after epoch %d (%s)", self.number, trainer.current_epoch, self.monitor)
 
+    def stopped_early(self) -> bool:  # contracts.EndsRunEarly: a pruned trial skips its test pass
+        return self.pruned is not None
+
+    def record_written(self, record) -> None:  # contracts.HearsRecord: the study hears how the trial ended
+        if record.status == "pruned":
+            self.tell_pruned()
+        else:
+            self.tell_finished(record.value)  # resume=<trial folder>: counted too
+
     def tell_pruned(self) -> None:
         optuna = _optuna()
         study, _ = self._trial()
@@ -61,8 +73,8 @@ class OptunaPruning(Callback):
         folder>` (after its search was killed) counts in the study; a trial the study already
         closed stays as it was (Optuna does not change a finished trial)."""
         optuna = _optuna()
-        study, trial = self._trial()
-        state = study._storage.get_trial(trial._trial_id).state
+        study, _ = self._trial()
+        state = self._storage.get_trial(self._trial_id).state
         if state.is_finished():
             if state.name != "COMPLETE":  # e.g. a crashed trial finished later with resume=<trial folder>
                 log.warning(
@@ -75,15 +87,15 @@ class OptunaPruning(Callback):
             log.warning("trial %d ended without a finite %s: told the study it failed", self.number, self.monitor)
 
 
-def pruning_callback(cfg: DictConfig) -> OptunaPruning | None:
-    """The pruning callback of a trial's job (`+search.*` set by the sweeper), else None."""
+def search_callbacks(cfg: DictConfig) -> list[OptunaPruning]:
+    """What a search adds to its trial's job (`+search.*` set by the sweeper): the pruning callback."""
     search = cfg.get("search")
     if not search:
-        return None
+        return []
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
     pruner = None
     if HydraConfig.initialized() and HydraConfig.get().sweeper.get("pruner"):
         pruner = instantiate(HydraConfig.get().sweeper.pruner)  # the same pruner the sweeper's study has
-    return OptunaPruning(**OmegaConf.to_container(search), monitor=cfg.get("monitor"), pruner=pruner)
+    return [OptunaPruning(**cast(dict, OmegaConf.to_container(search)), monitor=cfg.get("monitor"), pruner=pruner)]

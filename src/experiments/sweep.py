@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import shlex
 import sys
@@ -14,6 +13,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from experiments.record import FILE as RECORD_FILE
+from experiments.record import RunRecord
 from experiments.run_folder import REFUSED, sweep_record
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,13 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
         requeued = job_dir / "REQUEUED"  # one line per attempt a scheduler requeued (experiments.lifecycle)
         if requeued.is_file():
             row["requeues"] = len(requeued.read_text().splitlines())
-        metrics_file = job_dir / "metrics.json"
+        metrics_file = job_dir / RECORD_FILE
         if metrics_file.is_file():
-            result = json.loads(metrics_file.read_text())
-            row["status"] = result.get("status", "ok")
-            row["wall_time_s"] = result.get("wall_time_s")
-            row.update(result.get("metrics", {}))
-            row["_optimized"] = result.get("optimized_metric")
+            record = RunRecord.read(job_dir)
+            row["status"] = record.status
+            row["wall_time_s"] = record.wall_time_s
+            row.update(record.metrics)
+            row["_optimized"] = record.optimized_metric
         refused, failed = sweep_dir / REFUSED / job_dir.name, job_dir / "FAILED"
         if refused.is_file() or failed.is_file():  # refused its folder (what is in it is another run's),
             # or the latest attempt failed (a metrics.json beside it is older)

@@ -23,12 +23,16 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from private_api import open_clip_vision_tower
+
+from .finetuning import build_optimizer, check_mode
 from .hub import hub_offline
 from .inference import bf16_on_gpu
 
@@ -36,6 +40,16 @@ log = logging.getLogger(__name__)
 
 FINETUNE_MODES = ("full", "scratch")
 PARTNERS = ("text", "image")
+TRAIN_TEMPLATES = (  # model.train_templates in conf/model/clip.yaml (tests/experiments/test_one_home.py)
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image of a {}.",
+    "a close-up photo of a {}.",
+    "a small photo of the {}.",
+    "a photo of the {}.",
+    "a good picture of a {}.",
+    "this is a {}.",
+)
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned logit scale at 100 (temperature 0.01)
 
 
@@ -165,6 +179,20 @@ def two_views(x: torch.Tensor, scale: tuple[float, float] = (0.7, 1.0), shift: f
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def check_settings(finetune: str | None, partner: str, temperature: float, templates: list[str]) -> None:
+    """ClipModule's settings, each mistake one ValueError naming its key."""
+    check_mode(finetune, FINETUNE_MODES)
+    if partner not in PARTNERS:
+        raise ValueError(f"model.partner must be one of {', '.join(PARTNERS)}, got {partner!r}")
+    if partner == "image" and finetune is None:
+        raise ValueError("model.partner=image (the same-modality control) trains: set train=true")
+    if not (isinstance(temperature, int | float) and 0 < temperature):
+        raise ValueError(f"model.temperature must be a positive number, got {temperature!r}")
+    if finetune is not None and partner == "text":
+        if not templates or any("{}" not in t for t in templates):
+            raise ValueError("model.train_templates must be a list of captions, each with {} for the class name")
+
+
 class ClipModule(pl.LightningModule):
     """An open_clip model: used zero-shot as loaded, or trained here first (`finetune`).
 
@@ -181,25 +209,15 @@ class ClipModule(pl.LightningModule):
         model_config: str | None = None,
         finetune: str | None = None,
         scratch: dict | None = None,
-        train_templates: Sequence[str] = ("a photo of a {}.",),
+        train_templates: Sequence[str] = TRAIN_TEMPLATES,
         temperature: float = 0.07,
         learn_temperature: bool = True,
         partner: str = "text",
         optimizer: Callable | None = None,
     ):
         super().__init__()
-        if finetune is not None and finetune not in FINETUNE_MODES:
-            raise ValueError(f"finetune must be null or one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
-        if partner not in PARTNERS:
-            raise ValueError(f"model.partner must be one of {', '.join(PARTNERS)}, got {partner!r}")
-        if partner == "image" and finetune is None:
-            raise ValueError("model.partner=image (the same-modality control) trains: set train=true")
-        if not (isinstance(temperature, int | float) and 0 < temperature):
-            raise ValueError(f"model.temperature must be a positive number, got {temperature!r}")
         templates = list(train_templates or [])
-        if finetune is not None and partner == "text":
-            if not templates or any("{}" not in t for t in templates):
-                raise ValueError("model.train_templates must be a list of captions, each with {} for the class name")
+        check_settings(finetune, partner, temperature, templates)
         self.save_hyperparameters(ignore=["optimizer"])
         self.finetune, self.partner, self.optimizer_factory = finetune, partner, optimizer
         self.train_templates = templates
@@ -223,10 +241,8 @@ class ClipModule(pl.LightningModule):
             with torch.no_grad():  # the loss temperature: the model's logit scale, log(1 / temperature)
                 self.model.logit_scale.fill_(math.log(1.0 / temperature))
         if partner == "image":
-            from open_clip.model import _build_vision_tower
-
             self.model.transformer = None  # the text tower is not used; a second image tower takes its place
-            self.partner_tower = _build_vision_tower(
+            self.partner_tower = open_clip_vision_tower(
                 self.open_clip_config["embed_dim"], self.open_clip_config["vision_cfg"]
             )
         trains = finetune is not None
@@ -234,7 +250,7 @@ class ClipModule(pl.LightningModule):
             p.requires_grad = trains
         self.model.logit_scale.requires_grad = trains and learn_temperature
         self.model.train(trains)  # Lightning keeps each module's mode: a model that trains must start in train mode
-        self.loss = None  # open_clip's ClipLoss, made in setup() once the world size is known
+        self.loss: Any = None  # open_clip's ClipLoss, made in setup() once the world size is known
         self.classes: list[str] = []
         self.register_buffer("caption_tokens", None, persistent=False)  # (classes, templates, context)
         self._test_embeddings: tuple[np.ndarray, np.ndarray] | None = None  # set by the test pass
@@ -257,7 +273,7 @@ class ClipModule(pl.LightningModule):
             "partner": self.partner,
             "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
             "image_size": self.image_size,
-            "temperature": "learned" if self.learn_temperature else self.hparams.temperature,
+            "temperature": "learned" if self.learn_temperature else self.hparams["temperature"],
             "final_temperature": float(1.0 / self.model.logit_scale.detach().exp()),
             "train_templates": len(self.train_templates) if self.partner == "text" else 0,
         }
@@ -409,15 +425,11 @@ class ClipModule(pl.LightningModule):
     def configure_optimizers(self):
         if self.finetune is None:
             return None  # zero-shot: nothing trains
-        if self.optimizer_factory is None:  # the optimizer and its defaults live in conf/model/clip.yaml only
-            raise ValueError(
-                "model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/clip.yaml"
-            )
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if p.requires_grad:  # as open_clip's training: no weight decay on gains, biases and the logit scale
                 (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-        return self.optimizer_factory(params=[{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        return build_optimizer(self.optimizer_factory, [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
 
     # -- the test pass -------------------------------------------------------------------------
     def on_test_epoch_start(self):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from torch import nn
 
 
-class FrozenStayInEval:
-    """Mix in before pl.LightningModule and set `self.frozen_modules` (a list of nn.Modules)."""
+class FrozenStayInEval(nn.Module):
+    """Mix in before pl.LightningModule (an nn.Module itself) and set `self.frozen_modules` (a list of nn.Modules)."""
 
     frozen_modules: list[nn.Module] = []
 

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 ABLATION_MODES = ("drop", "shortcut")
 
 
-def build_resnet(arch: str, weights: str | None) -> nn.Module:
+def build_resnet(arch: str, weights: str | None) -> ResNet:
     """torchvision's `arch` with its ImageNet `weights` by name (IMAGENET1K_V1/V2) or None."""
     if not arch.startswith("resnet") or arch not in torchvision.models.list_models(module=torchvision.models):
         choices = [m for m in torchvision.models.list_models(module=torchvision.models) if m.startswith("resnet")]
@@ -68,7 +69,7 @@ def validate_blocks(blocks: Sequence, count: int, arch: str = "this ResNet") -> 
     return blocks
 
 
-def residual_branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def residual_branch(block: Any, x: torch.Tensor) -> torch.Tensor:
     """F(x) of a BasicBlock or Bottleneck: everything but the shortcut and the final ReLU."""
     out = block.relu(block.bn1(block.conv1(x)))
     if hasattr(block, "conv3"):  # Bottleneck: 1x1 -> 3x3 -> 1x1
@@ -77,7 +78,7 @@ def residual_branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return block.bn2(block.conv2(out))
 
 
-def shortcut(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def shortcut(block: Any, x: torch.Tensor) -> torch.Tensor:
     """The identity, or the projection (1x1 conv + BN) of the blocks that change shape."""
     return block.downsample(x) if block.downsample is not None else x
 
@@ -85,6 +86,8 @@ def shortcut(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class AblatedBlock(nn.Module):
     """A residual block with its branch (`drop`) or its shortcut (`shortcut`) removed; it holds the
     original block's submodules under the same names."""
+
+    relu: nn.Module  # the original's, registered under its name in __init__
 
     def __init__(self, block: nn.Module, mode: str):
         super().__init__()
@@ -126,13 +129,6 @@ def ablate(net: nn.Module, blocks: Sequence[int], mode: str) -> list[str]:
     return names
 
 
-def restore(net: nn.Module) -> None:
-    """Put every ablated block's original back."""
-    for name, block in residual_blocks(net):
-        if isinstance(block, AblatedBlock):
-            _set_block(net, name, block.original[0])
-
-
 @contextmanager
 def ablated(net: nn.Module, blocks: Sequence[int], mode: str = "drop") -> Iterator[list[str]]:
     """Temporarily ablate `blocks` (those not already ablated); restores them on exit."""
@@ -152,7 +148,7 @@ def projection_blocks(net: nn.Module) -> list[int]:
     return [i for i, (_, b) in enumerate(residual_blocks(net)) if b.downsample is not None]
 
 
-def stages(net: nn.Module, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+def stages(net: ResNet, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, activation) after the stem (conv, BN, ReLU, max-pool) and after each stage."""
     x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
     yield "stem", x
@@ -161,7 +157,7 @@ def stages(net: nn.Module, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]
         yield layer, x
 
 
-def stage_features(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def stage_features(net: ResNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Globally average-pooled activations after the stem and each stage, plus the logits.
     (`layer4` pooled is exactly the network's pool output, the input of fc.)"""
     out = {name: a.mean(dim=(2, 3)) for name, a in stages(net, x)}
@@ -169,7 +165,7 @@ def stage_features(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
-def backbone_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def backbone_features(net: ResNet, x: torch.Tensor) -> torch.Tensor:
     """The input of the classification head: the pooled layer4 activations."""
     *_, (_, last) = stages(net, x)
     return torch.flatten(net.avgpool(last), 1)

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from . import resnet as R
+from .finetuning import BackboneFeatures, build_optimizer, check_mode, freeze, trainable
 from .frozen import FrozenStayInEval
 from .inference import bf16_on_gpu
 
@@ -25,7 +26,8 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
     """A torchvision ResNet with a new `num_classes` head.
 
     finetune: `head` (only fc trains), `last_stage` (layer4 + fc), `full` (everything), `scratch`
-    (random init, everything). Frozen parts keep their BatchNorm statistics frozen too unless
+    (random init, everything), None (nothing trains: a run that only tests). Frozen parts keep
+    their BatchNorm statistics frozen too unless
     `freeze_bn=False` (the seed notebook let them drift in train mode).
 
     ablate_blocks / ablate_mode / ablate_when: see models.resnet; `train` ablates before
@@ -41,7 +43,7 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
         weights: str | None = "IMAGENET1K_V2",
         checkpoint: str | None = None,
         num_classes: int = 10,
-        finetune: str = "head",
+        finetune: str | None = "head",
         freeze_bn: bool = True,
         ablate_blocks: Sequence[int] = (),
         ablate_mode: str = "drop",
@@ -51,14 +53,13 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
         optimizer: Callable | None = None,
     ):
         super().__init__()
-        if finetune not in FINETUNE_MODES:
-            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
+        check_mode(finetune, FINETUNE_MODES)
         if ablate_when not in ("train", "test"):
             raise ValueError(f"ablate.when must be 'train' or 'test', got {ablate_when!r}")
         if ablate_mode not in R.ABLATION_MODES:
             raise ValueError(f"ablate.mode must be one of {', '.join(R.ABLATION_MODES)}, got {ablate_mode!r}")
         if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"model.num_classes must be an integer >= 2, got {num_classes!r}")
+            raise ValueError(f"the head needs a labelled data set of at least 2 classes, got {num_classes!r} classes")
         if not isinstance(ablate_blocks, (list, tuple)):
             raise ValueError(
                 f"ablate.blocks must be a list of block indices, e.g. ablate.blocks=[3,7], got {ablate_blocks!r}"
@@ -107,38 +108,49 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
         self.net.load_state_dict(state)
         return self.net.fc if self.net.fc is head else head
 
-    def _freeze(self, finetune: str) -> None:
-        trainable = {"head": ("fc",), "last_stage": ("layer4", "fc")}.get(finetune)
-        for name, p in self.net.named_parameters():
-            p.requires_grad = trainable is None or name.split(".")[0] in trainable
+    def _freeze(self, finetune: str | None) -> None:
+        """None: nothing trains (a run that only tests); full and scratch: everything."""
+        trainable = {"head": ("fc",), "last_stage": ("layer4", "fc"), None: ()}.get(finetune)
+        freeze(
+            self.net, [m for name, m in self.net.named_children() if trainable is not None and name not in trainable]
+        )
         self.frozen_modules = (  # frozen BatchNorms keep their running statistics
             [
                 m
                 for m in self.net.modules()
                 if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters())
             ]
-            if self.hparams.freeze_bn
+            if self.hparams["freeze_bn"]
             else []
         )
 
     # -- forward ------------------------------------------------------------------------------
     def _channels_last(self) -> bool:
-        cl = self.hparams.channels_last
+        cl = self.hparams["channels_last"]
         return self.device.type == "cuda" if cl is None else bool(cl)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self._channels_last() else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 2:  # cached backbone features: only the head runs
-            return self.net.fc(x)
-        return self.net(self._layout(x))
+        """Logits of images, or of backbone features computed before (the head-only path: chosen by
+        the input's type, finetuning.BackboneFeatures, not by its shape)."""
+        if isinstance(x, BackboneFeatures):
+            return self.forward_head(x)
+        return self.net(self._layout(x))  # torchvision's forward: forward_head(forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> BackboneFeatures:
+        """The backbone: images -> (B, D) pooled layer4 features, the head's input."""
+        return BackboneFeatures.of(R.backbone_features(self.net, self._layout(x)))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net.fc(features.as_subclass(torch.Tensor))
 
     @torch.no_grad()
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features (the head's input), in bf16 autocast on a GPU."""
+    def features(self, x: torch.Tensor) -> BackboneFeatures:
+        """Backbone features (the head's input), in bf16 autocast on a GPU (contracts.FeatureHead)."""
         with bf16_on_gpu(self.device):
-            return R.backbone_features(self.net, self._layout(x)).float()
+            return BackboneFeatures.of(self.forward_features(x).float())
 
     # -- what the analyses use ------------------------------------------------------------------
     @torch.no_grad()
@@ -176,7 +188,7 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
         """What the run should record (contracts.ReportsRunInfo): the modules an ablation replaced."""
         return {
             "ablated_modules": self.ablated_modules,
-            "ablate_when": self.hparams.ablate_when,
+            "ablate_when": self.hparams["ablate_when"],
             "projection_blocks": self.projection_blocks(),
         }
 
@@ -208,10 +220,12 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
         return self._step(batch, "test", self.test_acc)
 
     def on_test_epoch_start(self):
-        if self.blocks and self.hparams.ablate_when == "test":
-            self._test_ablation = R.ablated(self.net, self.blocks, self.hparams.ablate_mode)
+        if self.blocks and self.hparams["ablate_when"] == "test":
+            self._test_ablation = R.ablated(self.net, self.blocks, self.hparams["ablate_mode"])
             self.ablated_modules = self._test_ablation.__enter__()
-            log.info("ablated (%s, for the test pass): %s", self.hparams.ablate_mode, ", ".join(self.ablated_modules))
+            log.info(
+                "ablated (%s, for the test pass): %s", self.hparams["ablate_mode"], ", ".join(self.ablated_modules)
+            )
 
     def on_test_epoch_end(self):
         if getattr(self, "_test_ablation", None) is not None:
@@ -219,7 +233,4 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
             self._test_ablation = None
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:  # the optimizer and its defaults live in conf/model/*.yaml only
-            raise ValueError("model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/")
-        return self.optimizer_factory(params=params)
+        return build_optimizer(self.optimizer_factory, trainable(self))

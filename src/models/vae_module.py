@@ -7,6 +7,7 @@ from collections.abc import Callable
 import lightning.pytorch as pl
 import torch
 
+from .finetuning import build_optimizer
 from .vae import ConvVAE, kl_divergence, reconstruction_loss
 
 
@@ -54,7 +55,7 @@ class VAEModule(pl.LightningModule):
     def check_setup(self, model, datamodule) -> None:
         """The data's images must be what the VAE was built for (contracts.ChecksSetup)."""
         shape = getattr(datamodule, "output_shape", None)
-        want = (self.hparams.in_channels, self.hparams.image_size, self.hparams.image_size)
+        want = (self.hparams["in_channels"], self.hparams["image_size"], self.hparams["image_size"])
         if shape is not None and tuple(shape) != want:
             raise ValueError(
                 f"the VAE takes images of shape {want} (model.in_channels, model.image_size) but the data gives "
@@ -76,15 +77,15 @@ class VAEModule(pl.LightningModule):
     def current_kl_weight(self) -> float:
         steps = self.trainer.num_training_batches if self._trainer is not None else 1
         steps = steps if isinstance(steps, int) and steps > 0 else 1
-        return kl_weight(self.global_step, steps, self.hparams.kl_anneal_epochs, self.hparams.beta)
+        return kl_weight(self.global_step, steps, self.hparams["kl_anneal_epochs"], self.hparams["beta"])
 
     def _step(self, batch, stage: str, sample: bool):
         x, _ = batch
         x_hat, mu, logvar = self.vae(x, sample=sample)
-        recon = reconstruction_loss(x_hat.float(), x.float(), self.hparams.reconstruction).mean()
+        recon = reconstruction_loss(x_hat.float(), x.float(), self.hparams["reconstruction"]).mean()
         kl = kl_divergence(mu.float(), logvar.float()).mean()
         # train and val: the objective as it stands this epoch (annealed); test: the final beta
-        w = float(self.hparams.beta) if stage == "test" else self.current_kl_weight()
+        w = float(self.hparams["beta"]) if stage == "test" else self.current_kl_weight()
         loss = recon + w * kl
         on_step = stage == "train"
         log = dict(on_step=on_step, on_epoch=True, batch_size=x.shape[0], sync_dist=not on_step)  # DDP: mean over ranks
@@ -106,6 +107,4 @@ class VAEModule(pl.LightningModule):
         return self._step(batch, "test", sample=False)
 
     def configure_optimizers(self):
-        if self.optimizer_factory is None:  # the optimizer and its defaults live in conf/model/*.yaml only
-            raise ValueError("model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/")
-        return self.optimizer_factory(params=self.parameters())
+        return build_optimizer(self.optimizer_factory, self.parameters())

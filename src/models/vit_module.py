@@ -17,15 +17,20 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .finetuning import build_optimizer, check_mode, freeze, trainable
 from .frozen import FrozenStayInEval
 from .hub import hub_offline
 from .inference import bf16_on_gpu
+
+if TYPE_CHECKING:  # the type checker's only: a model does not depend on the analyses at run time
+    from analysis.contracts import AttentionStep
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +67,10 @@ def scratch_config(
             f"model.scratch.heads={heads} does not divide model.scratch.hidden_size={hidden_size}: "
             "each head takes hidden_size / heads dimensions"
         )
-    for key, value in {"dropout": dropout, "attention_dropout": attention_dropout}.items():
-        if not 0 <= value < 1:
-            raise ValueError(f"model.scratch.{key} must lie in [0, 1), got {value!r}")
+    rates: dict[str, float] = {"dropout": dropout, "attention_dropout": attention_dropout}
+    for key, rate in rates.items():
+        if not 0 <= rate < 1:
+            raise ValueError(f"model.scratch.{key} must lie in [0, 1), got {rate!r}")
     return ViTConfig(
         image_size=image_size,
         patch_size=patch_size,
@@ -108,13 +114,13 @@ def load_vit(name: str):
             f"save_pretrained (config.json, model.safetensors, preprocessor_config.json)"
         ) from e
     size = model.config.image_size
-    settings = {"image_size": size, **VIT_PROCESSOR_DEFAULTS}
+    settings: dict[str, Any] = {"image_size": size, **VIT_PROCESSOR_DEFAULTS}
     try:
         processor = AutoImageProcessor.from_pretrained(source)
         sizes = (
             processor.size if isinstance(processor.size, Mapping) else vars(processor.size)
         )  # a SizeDict in transformers 5
-        side = sizes.get("height") or sizes.get("shortest_edge") or size
+        side: Any = sizes.get("height") or sizes.get("shortest_edge") or size
         settings = {"image_size": int(side), "mean": list(processor.image_mean), "std": list(processor.image_std)}
     except Exception as e:  # noqa: BLE001
         log.warning("no image processor for %s (%s): using %s", name, type(e).__name__, settings)
@@ -164,6 +170,14 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
     probability of its model labels.
     """
 
+    model: Any  # a transformers ViTForImageClassification
+    patch_size: int  # the model's patch side, its layers and heads per layer (read from its config)
+    num_layers: int
+    num_heads: int
+    mean: torch.Tensor  # (1, 3, 1, 1): the model's own normalisation (its processor's)
+    std: torch.Tensor
+    class_matrix: torch.Tensor | None  # (data-set classes, model labels), once checked
+
     def __init__(
         self,
         name: str | None = "google/vit-base-patch16-224",
@@ -173,16 +187,16 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
         optimizer: Callable | None = None,
     ):
         super().__init__()
-        if finetune is not None and finetune not in FINETUNE_MODES:
-            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
+        self._eager_depth = 0  # eager_attention() nesting
+        check_mode(finetune, FINETUNE_MODES)
         self.save_hyperparameters(ignore=["optimizer"])
         self.finetune, self.optimizer_factory = finetune, optimizer
         if finetune == "scratch":
             from transformers import ViTForImageClassification
 
             config = scratch_config(**(scratch or {}))
-            config._attn_implementation = "sdpa"
             self.model = ViTForImageClassification(config)
+            self.model.set_attn_implementation("sdpa")
             settings = {"image_size": config.image_size, **VIT_PROCESSOR_DEFAULTS}
         else:
             if not name:
@@ -217,17 +231,12 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
         """requires_grad per mode; returns the modules that are wholly frozen (kept in eval mode)."""
         vit = self.model.vit
         layers = vit.layers if hasattr(vit, "layers") else vit.encoder.layer  # transformers 5 | 4
-        frozen = {
+        frozen: list[nn.Module] = {
             None: [self.model],
             "head": [vit],
             "last_stage": [vit.embeddings, *layers[:-1]],
         }.get(finetune, [])
-        for p in self.model.parameters():
-            p.requires_grad = True
-        for module in frozen:
-            for p in module.parameters():
-                p.requires_grad = False
-        return frozen
+        return freeze(self.model, frozen)
 
     def set_classes(self, classes: Sequence[str]) -> None:
         """A new head for these classes (what every finetune mode trains): the model's labels become
@@ -245,7 +254,7 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
         """What the run records about the model (contracts.ReportsRunInfo)."""
         class_map = self.class_map
         return {
-            "model": self.hparams.name if self.finetune != "scratch" else "scratch",
+            "model": self.hparams["name"] if self.finetune != "scratch" else "scratch",
             "finetune": self.finetune,
             "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
             "image_size": self.image_size,
@@ -278,7 +287,7 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
                     f"finetune={self.finetune} trains on labels: choose a labelled data set "
                     "(data=fashion_mnist | cifar10 | stl10, or data.synthetic=true), not a folder of images"
                 )
-            if self.hparams.class_map not in (None, "identity"):
+            if self.hparams["class_map"] not in (None, "identity"):
                 raise ValueError(
                     "model.class_map maps a pretrained model's labels; a ViT trained here gets the data set's "
                     "classes as its labels: leave model.class_map null"
@@ -343,14 +352,16 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
     @contextmanager
     def eager_attention(self) -> Iterator[None]:
         """Eager attention inside (attention maps and their gradients), SDPA again after."""
-        before = self.model.config._attn_implementation
-        if before != "eager":
+        outermost = not self._eager_depth  # the model is built and loaded with SDPA (see above)
+        self._eager_depth += 1
+        if outermost:
             self.model.set_attn_implementation("eager")
         try:
             yield
         finally:
-            if before != "eager":
-                self.model.set_attn_implementation(before)
+            self._eager_depth -= 1
+            if outermost:
+                self.model.set_attn_implementation("sdpa")
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -411,14 +422,10 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
     def configure_optimizers(self):
         if self.finetune is None:
             return None  # look only: nothing trains
-        if self.optimizer_factory is None:  # the optimizer and its defaults live in conf/model/vit.yaml only
-            raise ValueError(
-                "model.optimizer is not set: give a partial optimizer, e.g. the one in conf/model/vit.yaml"
-            )
-        return self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        return build_optimizer(self.optimizer_factory, trainable(self))
 
     # -- the test pass ------------------------------------------------------------------------
-    def test_step(self, batch, batch_idx):
+    def test_step(self, batch, batch_idx) -> AttentionStep:
         x, y = batch
         x = self.pixels(x)
         out = self.infer(x)
@@ -428,4 +435,13 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
         scores = self.dataset_scores(out["logits"])
         if scores is not None:
             self.log("test/acc", (scores.argmax(-1) == y).float().mean(), on_epoch=True, batch_size=n, sync_dist=True)
-        return {**out, "pixels": x, "labels": y, "dataset_scores": scores}
+        return {
+            "pixels": x,
+            "logits": out["logits"],
+            "attentions": out["attentions"],
+            "cls": out["cls"],
+            "patch_mean": out["patch_mean"],
+            "labels": y,
+            "dataset_scores": scores,
+            "rollouts": {},  # filled by the analyses that need rollout maps (analysis.vit_callbacks.rollout_maps)
+        }

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from analysis import attention as A
+from analysis.contracts import AttentionStep
 from analysis.vit_callbacks import AttentionMaps, PatchMasking
 
 SIDE, PATCH = 4, 8  # a 4x4 grid of 8-pixel patches: 32 px images, 16 patches
@@ -43,15 +44,19 @@ def trainer_stub(tmp_path):
     )
 
 
-def outputs(model, n, labelled):
+def outputs(model, n, labelled) -> AttentionStep:
+    """A test batch's outputs as the ViT's test_step returns them (analysis.contracts.AttentionStep)."""
     x = torch.ones(n, 3, SIDE * PATCH, SIDE * PATCH)
     logits = model.logits(x)
     return {
         "pixels": x,
         "logits": logits,
         "attentions": model.attentions(n),
+        "cls": torch.zeros(n, 8),
+        "patch_mean": torch.zeros(n, 8),
         "labels": torch.zeros(n, dtype=torch.long) if labelled else torch.full((n,), -1),
         "dataset_scores": model.dataset_scores(logits) if labelled else None,
+        "rollouts": {},
     }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 from cli import cli_command, cli_env, run_cli
@@ -49,10 +48,9 @@ BAD = {  # through the real CLI: Hydra's own errors and ours, exit codes include
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_fails_fast_with_one_clear_line(tmp_path, case):
     overrides, must_name = BAD[case]
-    start = time.time()
     proc = run_cli(tmp_path, *overrides, "logger=none")
-    assert time.time() - start < 60
     assert proc.returncode != 0
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("metrics.json"))  # nothing ran
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines and must_name in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

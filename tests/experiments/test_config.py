@@ -40,7 +40,7 @@ def test_vae_task_builds_data_and_model_from_config(compose_cfg):
 
     cfg = compose_cfg("task=vae", "data.synthetic=true", "model.latent_dim=3")
     dm = instantiate(cfg.data, _convert_="all")
-    model = build_model(cfg.model)  # what the run loop does: model.compile is its key, not the model's
+    model = build_model(cfg, dm)  # what the run loop does: compile is its key, not the model's
     assert dm.num_classes == 10 and model.vae.latent_dim == 3
     assert cfg.data.fallback_roots == ["/usr/share/datasets/fashion-mnist"]
 
@@ -90,15 +90,15 @@ def test_run_id_is_fixed_per_launch(monkeypatch):
     assert experiments.run_id() != first  # another launch in the same second: another folder
 
 
-def test_model_compile_compiles_the_forward_in_place_and_keeps_the_contracts(compose_cfg):
+def test_compile_compiles_the_forward_in_place_and_keeps_the_contracts(compose_cfg):
 
     from analysis.contracts import LatentGenerative
     from experiments.run import build_model
 
-    cfg = compose_cfg("task=vae", "model.compile=true")
-    model = build_model(cfg.model)
+    cfg = compose_cfg("task=vae", "compile=true")
+    model = build_model(cfg, None)
     assert isinstance(model, LatentGenerative) and model._compiled_call_impl is not None
-    assert build_model(compose_cfg("task=vae").model)._compiled_call_impl is None  # opt-in
+    assert build_model(compose_cfg("task=vae"), None)._compiled_call_impl is None  # opt-in
 
 
 def test_ranks_started_apart_agree_on_one_run_id(monkeypatch):
@@ -146,3 +146,20 @@ def test_debug_presets_and_early_stopping_compose_to_what_they_say(compose_cfg):
     stop = cfg.callbacks.early_stopping
     assert (stop.monitor, stop.mode, stop.patience) == ("val/acc", "max", 3)
     assert "model_checkpoint" in cfg.callbacks and "lesion_sweep" in cfg.callbacks  # the defaults and the task's
+
+
+def test_importing_the_packages_registers_nothing():
+    """No import side effect a test must undo: the resolvers come from the entry point's register()."""
+    import subprocess
+    import sys
+
+    code = (
+        "import experiments, experiments.run, models, datamodules, analysis\n"
+        "from omegaconf import OmegaConf\n"
+        "assert not any(OmegaConf.has_resolver(n) for n in ('run_id', 'when', 'auto_precision', 'rank_suffix'))\n"
+        "from experiments import resolvers\n"
+        "resolvers.register()\n"
+        "assert all(OmegaConf.has_resolver(n) for n in resolvers.RESOLVERS)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,4 +1,3 @@
-import json
 import socket
 
 import pytest
@@ -48,14 +47,22 @@ def test_logged_in_and_reachable_goes_online(no_login, monkeypatch, tmp_path):
         assert loggers.wandb_mode(None) == "online"
 
 
+def record(metrics, wall_time_s=1.0, optimized_metric="test/x"):
+    """A finished job's metrics.json, through its schema (experiments.record.RunRecord)."""
+    from experiments.record import RunRecord
+
+    return RunRecord(
+        task="vae", status="ok", metrics=metrics, optimized_metric=optimized_metric, best_checkpoint=None,
+        epochs=1, global_step=10, wall_time_s=wall_time_s,
+    )  # fmt: skip
+
+
 def make_job(sweep, num, overrides, metrics=None, failed=None):
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if metrics is not None:
-        (job / "metrics.json").write_text(
-            json.dumps({"status": "ok", "metrics": metrics, "wall_time_s": 1.5, "optimized_metric": "test/neg_elbo"})
-        )
+        record(metrics, wall_time_s=1.5, optimized_metric="test/neg_elbo").write(job)
     if failed:
         (job / "FAILED").write_text(failed + "\ntraceback...")
 
@@ -80,16 +87,8 @@ def test_sweep_summary_shows_the_objective_even_when_it_is_not_a_test_metric(tmp
         job = tmp_path / str(i)
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"callbacks.patch_masking.fill={fill}"]))
-        (job / "metrics.json").write_text(
-            json.dumps(
-                {
-                    "status": "ok",
-                    "wall_time_s": 1.0,
-                    "optimized_metric": "masking/random/agreement_auc",
-                    "metrics": {"masking/random/agreement_auc": 0.5 + i / 10, "rollout/entropy": 4.0},
-                }
-            )
-        )
+        metrics = {"masking/random/agreement_auc": 0.5 + i / 10, "rollout/entropy": 4.0}
+        record(metrics, wall_time_s=1.0, optimized_metric="masking/random/agreement_auc").write(job)
     write_summary(tmp_path)
     md = (tmp_path / "summary.md").read_text()
     assert md.splitlines()[0] == "| job | status | overrides | wall_time_s | masking/random/agreement_auc |"
@@ -105,7 +104,7 @@ def test_sweep_summary_names_jobs_refused_before_their_record_and_those_never_st
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"jobs": [["a=1"], ["a=2"], ["a=3"]]}))
     (tmp_path / "0" / ".hydra").mkdir(parents=True)
     (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- a=1\n")
-    (tmp_path / "0" / "metrics.json").write_text(json.dumps({"status": "ok", "metrics": {"test/x": 1.0}}))
+    record({"test/x": 1.0}).write(tmp_path / "0")
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "FAILED").write_text("error: trainer.max_epochs must be a positive integer\n")
     rows = [(r["job"], r["overrides"], r["status"]) for r in collect_jobs(tmp_path)]

@@ -24,12 +24,10 @@ def test_a_new_task_needs_only_its_own_files(tmp_path, run_experiment):
             model:
               _target_: toy_task.LinearClassifier
               in_features: 784
-              num_classes: 10
-              lr: 0.1
+              lr: 0.1           # (num_classes: the data's, handed over by the run)
             callbacks:
               classification_report:
                 _target_: analysis.common_callbacks.ClassificationReport
-                num_classes: 10
             """
         )
     )

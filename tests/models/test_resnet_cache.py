@@ -3,6 +3,7 @@
 from functools import partial
 
 import lightning.pytorch as pl
+import pytest
 import torch
 
 from datamodules import CIFAR10DataModule
@@ -62,3 +63,19 @@ def test_features_replace_images_only_for_the_asked_splits():
     assert next(iter(dm.val_dataloader()))[0].shape[1:] == (3, 32, 32)  # val: still images
     dm.clear_feature_cache()
     assert next(iter(dm.train_dataloader()))[0].shape[1:] == (3, 32, 32)
+
+
+def test_the_head_only_path_is_chosen_by_type_not_by_shape():
+    """Features computed by the backbone are BackboneFeatures: the forward runs only the head on
+    them. A plain (B, D) tensor is not taken for features (it used to be, by its rank)."""
+    from models.finetuning import BackboneFeatures
+    from models.resnet_module import ResNetClassifier
+
+    model = ResNetClassifier(arch="resnet18", weights=None, num_classes=10).eval()
+    images = torch.rand(2, 3, 32, 32)
+    features = model.features(images)
+    assert isinstance(features, BackboneFeatures) and features.shape == (2, 512)
+    assert isinstance(torch.cat([features, features])[1:3].to("cpu"), BackboneFeatures)  # as a data module serves it
+    torch.testing.assert_close(model(features), model(images))
+    with pytest.raises(RuntimeError):  # a plain 2-D tensor goes through the whole network, which refuses it
+        model(torch.zeros(2, 512))

@@ -32,6 +32,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from private_api import failed_job_exception
+
 log = logging.getLogger(__name__)
 
 try:  # the cluster extra; without it experiments.__main__ stops with one line naming it
@@ -214,13 +216,15 @@ if _SlurmLauncher is not None:
 
         EXTRA_KEYS: tuple[str, ...] = ()
         pending_report_s = 0
+        params: dict[str, Any]  # the submitit launcher's, which this is mixed into
+        _EXECUTOR: str
 
         def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:  # in the job
-            ret = super().__call__(*args, **kwargs)
+            ret = super().__call__(*args, **kwargs)  # type: ignore[misc]  # the submitit launcher's
             code = failed_exit_code() or (1 if ret.status == JobStatus.FAILED else 0)
             if code:
                 if ret.status == JobStatus.FAILED:  # an error outside the run loop: the launcher logs it
-                    ret = JobReturn(overrides=ret.overrides, status=JobStatus.COMPLETED, _return_value=None)
+                    ret = JobReturn(overrides=ret.overrides, status=JobStatus.COMPLETED)
                 hand_back(ret)  # the launching command gets this job's result, as from a successful job ...
                 logging.shutdown()
                 sys.stdout.flush()
@@ -287,7 +291,8 @@ if _SlurmLauncher is not None:
                 ret = job.results()[0]
                 if ret.status == JobStatus.COMPLETED:
                     return ret
-                reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
+                error = failed_job_exception(ret)
+                reason = f"{type(error).__name__}: {error}"
             except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError / FailedJobError
                 lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
                 state = getattr(job, "state", "UNKNOWN")
@@ -298,7 +303,7 @@ if _SlurmLauncher is not None:
             if folder.is_dir() and not (folder / "FAILED").exists() and not (folder / "metrics.json").exists():
                 (folder / "FAILED").write_text(f"{reason}\n\nsubmitit's log of the job: {job.paths.stderr}\n")
             log.error("job %d: %s (log: %s)", idx, reason, job.paths.stderr)
-            return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
+            return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
 
     class SlurmLauncher(_Honest, _SlurmLauncher):
         EXTRA_KEYS = ("cpus_per_gpu_task", "mem_gb_per_task", "pending_report_s")

@@ -116,8 +116,11 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list:
+        from experiments.record import RunRecord
+
         optuna = _optuna()
         State = optuna.trial.TrialState
+        assert self.config is not None and self.launcher is not None, "setup() comes first"
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         study = self._study(sweep_dir)
@@ -152,9 +155,12 @@ class OptunaSweeper(Sweeper):
             for t, r in zip(trials, results, strict=True):
                 if t.number in told:
                     continue  # the job told the study itself (pruned)
-                value = getattr(r, "_return_value", None)
-                ok = r.status.name == "COMPLETED" and isinstance(value, (int, float)) and math.isfinite(value)
-                study.tell(t.number, float(value) if ok else None, state=State.COMPLETE if ok else State.FAIL)
+                record = r.return_value if r.status.name == "COMPLETED" else None  # experiments.record.RunRecord
+                value = record.value if isinstance(record, RunRecord) else None
+                if value is not None and math.isfinite(value):
+                    study.tell(t.number, float(value), state=State.COMPLETE)
+                else:
+                    study.tell(t.number, None, state=State.FAIL)
             returns.append(results)
         write_search_summary(study, sweep_dir, self.n_trials)
         return returns
