@@ -34,6 +34,11 @@ class LesionSweep(Callback):
 
     def on_test_end(self, trainer, pl_module):
         names = pl_module.residual_block_names()
+        baseline, single, k_values, k_acc = self._measure(trainer, pl_module, names)
+        self._report(trainer, pl_module, names, baseline, single, k_values, k_acc)
+
+    def _measure(self, trainer, pl_module, names):
+        """Test accuracy intact, with each block dropped, and with k random blocks dropped (per trial)."""
         n = len(names)
         k_values = list(self.k_values) if self.k_values is not None else list(range(n + 1))
         subsets = {
@@ -60,6 +65,9 @@ class LesionSweep(Callback):
                     accs.append(accuracy(trainer, pl_module, self.num_images))
                 progress.step(f"{k} random blocks dropped")
             k_acc.append(accs)
+        return baseline, single, k_values, k_acc
+
+    def _report(self, trainer, pl_module, names, baseline, single, k_values, k_acc) -> None:
         projection = pl_module.projection_blocks()
         chance = 1 / len(trainer.datamodule.classes)
         worst = int(np.argmin(single))

@@ -106,25 +106,30 @@ class VAEFigures(Callback):
         )
 
         if vae.latent_dim == 2:
-            grid = torch.from_numpy(latent.latent_grid(self.latent_grid_size, self.latent_grid_quantile)).float()
-            images = vae.decode(grid.to(pl_module.device)).float().cpu().numpy()
-            q = self.latent_grid_quantile
-            lo, hi = z.min(0), z.max(0)
-            title = (
-                f"decoded latent grid, {q:g}-{1 - q:g} quantiles of N(0, 1): {where}\n"
-                f"(the test latent means span z1 {lo[0]:.1f}..{hi[0]:.1f}, z2 {lo[1]:.1f}..{hi[1]:.1f})"
-            )
-            ticks = grid.numpy()[: self.latent_grid_size, 0]  # z1 along a row; z2 from high to low down a column
-            log_figure(
-                trainer,
-                "vae/latent_grid",
-                figures.image_grid(
-                    images,
-                    self.latent_grid_size,
-                    title=title,
-                    col_values=ticks,
-                    row_values=grid.numpy()[:: self.latent_grid_size, 1],
-                    axis_labels=("z1", "z2"),
-                ),
-            )
+            self._latent_grid(trainer, pl_module, z, where)
         log_numbers(trainer, numbers)
+
+    def _latent_grid(self, trainer, pl_module, z, where: str) -> None:
+        """The decoder shown a grid over the 2-D latent space, its axes the latent coordinates."""
+        vae: LatentGenerative = pl_module
+        grid = torch.from_numpy(latent.latent_grid(self.latent_grid_size, self.latent_grid_quantile)).float()
+        images = vae.decode(grid.to(pl_module.device)).float().cpu().numpy()
+        q = self.latent_grid_quantile
+        lo, hi = z.min(0), z.max(0)
+        title = (
+            f"decoded latent grid, {q:g}-{1 - q:g} quantiles of N(0, 1): {where}\n"
+            f"(the test latent means span z1 {lo[0]:.1f}..{hi[0]:.1f}, z2 {lo[1]:.1f}..{hi[1]:.1f})"
+        )
+        ticks = grid.numpy()[: self.latent_grid_size, 0]  # z1 along a row; z2 from high to low down a column
+        log_figure(
+            trainer,
+            "vae/latent_grid",
+            figures.image_grid(
+                images,
+                self.latent_grid_size,
+                title=title,
+                col_values=ticks,
+                row_values=grid.numpy()[:: self.latent_grid_size, 1],
+                axis_labels=("z1", "z2"),
+            ),
+        )
