@@ -66,6 +66,15 @@ class ChecksSetup(Protocol):
 
 
 @runtime_checkable
+class AdaptsToData(Protocol):
+    """A model that takes something from the data once its checks have passed (the ViT's head for the
+    data set's classes and its class map onto them, CLIP's training captions). The run loop calls it
+    after the model's `check_setup` and before the callbacks' (experiments.run.build_parts)."""
+
+    def adapt_to_data(self, datamodule: Any) -> None: ...
+
+
+@runtime_checkable
 class ReportsRunInfo(Protocol):
     """A model with facts about the run worth keeping (e.g. the modules an ablation replaced):
     written to metrics.json under `model_info` and to every logger's config."""

@@ -24,7 +24,14 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.contracts import ChecksSetup, EndsRunEarly, HearsRecord, ReportsRunInfo, missing_capabilities
+from analysis.contracts import (
+    AdaptsToData,
+    ChecksSetup,
+    EndsRunEarly,
+    HearsRecord,
+    ReportsRunInfo,
+    missing_capabilities,
+)
 from experiments import checkpoints, lifecycle
 from experiments.evaluate import comparison_line, evaluated
 from experiments.loggers import (
@@ -162,12 +169,17 @@ def build_parts(cfg: DictConfig) -> Parts:
     problems = [p for name, cb in named.items() for p in missing_capabilities(name, cb, model, datamodule)]
     if problems:  # a callback this model or data cannot serve: say so now, not after training
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    for part in (model, *callbacks):  # what can only be checked with model and data side by side
-        if isinstance(part, ChecksSetup):
-            try:
-                part.check_setup(model=model, datamodule=datamodule)
-            except ValueError as e:
-                raise ConfigError(str(e)) from e
+    try:  # setup, in this order: the model checks its settings against the data, takes what it needs
+        # from the data (its head for the data's classes), then the callbacks check theirs against both
+        if isinstance(model, ChecksSetup):
+            model.check_setup(model=model, datamodule=datamodule)
+        if isinstance(model, AdaptsToData):
+            model.adapt_to_data(datamodule)
+        for callback in callbacks:
+            if isinstance(callback, ChecksSetup):
+                callback.check_setup(model=model, datamodule=datamodule)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     return Parts(datamodule, model, callbacks, history)
 
 

@@ -287,22 +287,27 @@ class ClipModule(pl.LightningModule):
 
     # -- data-set classes ----------------------------------------------------------------------
     def check_setup(self, model, datamodule) -> None:
-        """Called by the run loop once the data is read: training needs the data set's class names,
-        from which the captions are made."""
+        """Checks only (contracts.ChecksSetup): training needs the data set's class names, from which
+        the captions are made."""
         if self.finetune is None:
             return
-        classes = [str(c) for c in getattr(datamodule, "classes", [])]
-        if not classes or not getattr(datamodule, "labelled", True):
+        if not list(getattr(datamodule, "classes", [])) or not getattr(datamodule, "labelled", True):
             raise ValueError(
                 f"finetune={self.finetune} trains on captions made from class names: choose a labelled data set "
                 "(data=fashion_mnist | cifar10 | stl10, data=images with data.class_folders=true, "
                 "or data.synthetic=true)"
             )
-        self.classes = classes
+
+    def adapt_to_data(self, datamodule) -> None:
+        """After the checks (contracts.AdaptsToData): a CLIP that trains takes the data set's class
+        names and tokenises its training captions from them."""
+        if self.finetune is None:
+            return
+        self.classes = [str(c) for c in getattr(datamodule, "classes", [])]
         if self.partner == "text":
-            texts = [t.format(c) for c in classes for t in self.train_templates]
+            texts = [t.format(c) for c in self.classes for t in self.train_templates]
             tokens = self.tokenizer(texts)
-            self.caption_tokens = tokens.view(len(classes), len(self.train_templates), -1).to(self.device)
+            self.caption_tokens = tokens.view(len(self.classes), len(self.train_templates), -1).to(self.device)
 
     def setup(self, stage: str) -> None:
         if self.finetune is not None and self.loss is None:

@@ -278,11 +278,12 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
 
     # -- data-set classes ---------------------------------------------------------------------
     def check_setup(self, model, datamodule) -> None:
-        """Called by the run loop once the data is read: a model that trains gets a head for the data
-        set's classes; a class map must cover the data set."""
+        """Checks only (contracts.ChecksSetup; nothing changes): training needs the data set's labelled
+        classes and no class map of a pretrained model's labels; a class map must fit the data set."""
         classes = list(getattr(datamodule, "classes", []))
+        labelled = getattr(datamodule, "labelled", True)
         if self.finetune is not None:
-            if not classes or not getattr(datamodule, "labelled", True):
+            if not classes or not labelled:
                 raise ValueError(
                     f"finetune={self.finetune} trains on labels: choose a labelled data set "
                     "(data=fashion_mnist | cifar10 | stl10, or data.synthetic=true), not a folder of images"
@@ -292,8 +293,30 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
                     "model.class_map maps a pretrained model's labels; a ViT trained here gets the data set's "
                     "classes as its labels: leave model.class_map null"
                 )
-            if list(self.id2label.values()) != classes:
-                self.set_classes(classes)
+            return  # its new head has the data set's classes: identity fits by construction
+        if self.class_map is None or not labelled:
+            return
+        n = len(self.id2label)
+        if self.class_map == "identity":
+            if len(classes) != n:
+                raise ValueError(
+                    f"model.class_map=identity needs the model's {n} labels to be the data set's {len(classes)} classes"
+                )
+            return
+        missing = [c for c in classes if c not in self._class_labels]
+        extra = [c for c in self._class_labels if c not in classes]
+        if missing or extra:
+            raise ValueError(
+                "model.class_map must name each data-set class once: "
+                f"missing {missing}, unknown {extra} (classes: {classes})"
+            )
+
+    def adapt_to_data(self, datamodule) -> None:
+        """After the checks (contracts.AdaptsToData): a ViT that trains gets a head for the data set's
+        classes; a class map becomes the matrix from the model's labels onto the data set's classes."""
+        classes = list(getattr(datamodule, "classes", []))
+        if self.finetune is not None and list(self.id2label.values()) != classes:
+            self.set_classes(classes)
         if self.class_map is None:
             return
         if not getattr(datamodule, "labelled", True):
@@ -302,21 +325,8 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
             return
         n = len(self.id2label)
         if self.class_map == "identity":
-            if len(classes) != n:
-                raise ValueError(
-                    f"model.class_map=identity needs the model's {n} labels to be the data set's {len(classes)} classes"
-                )
             self.class_matrix = torch.eye(n, device=self.device)
             return
-        missing, extra = (
-            [c for c in classes if c not in self._class_labels],
-            [c for c in self._class_labels if c not in classes],
-        )
-        if missing or extra:
-            raise ValueError(
-                "model.class_map must name each data-set class once: "
-                f"missing {missing}, unknown {extra} (classes: {classes})"
-            )
         matrix = torch.zeros(len(classes), n, device=self.device)
         for i, c in enumerate(classes):
             matrix[i, self._class_labels[c]] = 1.0

@@ -514,6 +514,7 @@ def test_vit_trains_from_scratch_and_its_best_checkpoint_is_what_the_analyses_se
     data.setup()
     module = ViTClassifier(finetune="scratch", scratch=TINY_SCRATCH)
     module.check_setup(model=module, datamodule=data)
+    module.adapt_to_data(data)
     module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     module.eval()
     hits = total = 0

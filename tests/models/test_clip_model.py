@@ -82,6 +82,7 @@ def small_clip(**kwargs):
     module = ClipModule(**keys)
     data = type("Data", (), {"classes": ["cat", "dog", "bird"], "labelled": True})()
     module.check_setup(model=module, datamodule=data)
+    module.adapt_to_data(data)
     module.setup("fit")
     return module
 

@@ -95,7 +95,9 @@ def test_sdpa_trained_weights_give_the_same_logits_with_eager_attention(monkeypa
     monkeypatch.setattr(ViTClassifier, "log", lambda *a, **k: None)  # no trainer here
     torch.manual_seed(0)
     module = ViTClassifier(finetune="scratch", scratch=SMALL, optimizer=adamw)
-    module.check_setup(model=module, datamodule=Labelled())
+    data = Labelled()
+    module.check_setup(model=module, datamodule=data)
+    module.adapt_to_data(data)
     assert module.model.config._attn_implementation == "sdpa"
     before = {k: v.clone() for k, v in module.state_dict().items()}
     train_steps(module)
@@ -125,6 +127,8 @@ def test_a_pretrained_folder_gets_a_new_head_and_only_its_finetuned_parts_change
     original = save_tiny_vit(tmp_path, image_size=16, patch_size=4, hidden_size=16, num_labels=3)
     module = ViTClassifier(str(tmp_path), finetune=finetune, optimizer=adamw)
     module.check_setup(model=module, datamodule=Labelled())
+    assert module.model.classifier.out_features == 3  # a check changes nothing
+    module.adapt_to_data(Labelled())
     assert module.model.classifier.out_features == 8 and module.class_map == "identity"
     assert module.label_name(7) == "h" and module.model.config.num_labels == 8
     train_steps(module)
@@ -236,7 +240,9 @@ class FakeData:
 def test_class_map_scores_sum_their_labels_probabilities(tmp_path):
     save_tiny_vit(tmp_path)
     module = ViTClassifier(str(tmp_path), class_map={"a": [0, 1], "b": ["LABEL_2"], "c": [3, 4, 5]})
-    module.check_setup(model=module, datamodule=FakeData())
+    data = FakeData()
+    module.check_setup(model=module, datamodule=data)
+    module.adapt_to_data(data)
     logits = torch.randn(4, 10)
     p = logits.softmax(-1)
     torch.testing.assert_close(
