@@ -41,9 +41,13 @@ if [ -n "$UV" ]; then
   [ -n "$constraint" ] && [ -f "$constraint" ] && uv_args+=(--constraint "$constraint")
   uv_args+=(--index-strategy unsafe-best-match)  # as pip does: the best version on any index (torch is pinned)
   echo "setup: installing with uv ($("$UV" --version))"
-  "$UV" pip install --quiet --python "$VENV/bin/python" "${uv_args[@]}" "${TORCH[@]}" \
-    -e ".${extras}" --config-settings editable_mode=compat  # src/ on the path: Hydra finds hydra_plugins/ there
-else
+  if ! "$UV" pip install --quiet --python "$VENV/bin/python" "${uv_args[@]}" "${TORCH[@]}" \
+    -e ".${extras}" --config-settings editable_mode=compat; then  # src/ on the path: Hydra finds hydra_plugins/ there
+    echo "setup: uv could not install the stack (its message is above); installing with pip instead (minutes)"
+    UV=""
+  fi
+fi
+if [ -z "$UV" ]; then
   "$VENV/bin/python" -m pip install --quiet "${TORCH[@]}"
   "$VENV/bin/python" -m pip install --quiet -e ".${extras}" --config-settings editable_mode=compat
 fi
