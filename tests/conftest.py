@@ -37,6 +37,29 @@ def offline_environment(tmp_path_factory):
     os.environ.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def reviewed_figures(monkeypatch):
+    """Every figure a test saves is reviewed as it is saved (helpers/figure_review.py): axis labels,
+    titles, colour scales, integer epochs, legends off the data. A figure that fails fails the test
+    that made it, naming the file; the list of what was reviewed is this fixture's value."""
+    from figure_review import figure_problems
+    from matplotlib.figure import Figure
+
+    seen: list[str] = []
+    problems: list[str] = []
+    savefig = Figure.savefig
+
+    def reviewed(fig, fname, *args, **kwargs):
+        seen.append(str(fname))
+        problems.extend(f"{Path(str(fname)).name}: {p}" for p in figure_problems(fig))
+        return savefig(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", reviewed)
+    yield seen
+    if problems:
+        pytest.fail("figures a reviewer would send back:\n" + "\n".join(problems), pytrace=False)
+
+
 @pytest.fixture
 def run_experiment(tmp_path):
     """run_experiment(*overrides) -> (exit code, run folder): one job in this process (helpers/inprocess.py)."""

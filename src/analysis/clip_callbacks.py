@@ -23,7 +23,7 @@ from . import clip as C
 from . import embedding, figures
 from .contracts import EvaluationData, ExportsOpenClip, ImageTextEmbedder, TwoTowerEmbedder
 from .evaluation import class_names, eval_batches
-from .evidence import log_figure, log_numbers, log_table
+from .evidence import describe_run, log_figure, log_numbers, log_table
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,9 @@ class ClipAnalyses(Callback):
         """Each analysis is one method below: zero-shot, the gap and its shift, Procrustes (and the
         linear probe on the same train embeddings), the before/after pictures."""
         img, labels = pl_module.test_embeddings()
+        logging.getLogger("analysis").info(
+            "CLIP analyses on %d test images: zero-shot, the gap, Procrustes, projections", len(labels)
+        )
         names = class_names(trainer, int(labels.max()) + 1)
         numbers, preds, classes = self.zero_shot_report(trainer, pl_module, img, labels, names)
         text = classes[labels]  # each image's class prompt: its paired text
@@ -179,9 +182,10 @@ class ClipAnalyses(Callback):
             "gap/shift",
             figures.curves(
                 {"modality gap": {"gap": gaps}, "zero-shot top-1": {"accuracy": accs}},
+                ylabels={"modality gap": "gap norm (embedding units)", "zero-shot top-1": "accuracy (fraction)"},
                 title=f"shift along the gap (templates: {self.pair_template})\n{describe(trainer, pl_module)}",
                 x=self.gap_lambdas,
-                xlabel="lambda",
+                xlabel="lambda (shift, in gap lengths)",
             ),
         )
         return numbers
@@ -244,11 +248,8 @@ def describe(trainer, pl_module) -> str:
     """Which model and data a figure comes from, for its title: e.g. 'clip_scratch_1a2b3c4d
     (trained here: scratch) on fashion_mnist test'."""
     info = pl_module.run_info() if hasattr(pl_module, "run_info") else {}
-    model = info.get("model", type(pl_module).__name__)
-    how = f"trained here: {info['finetune']}" if info.get("finetune") else "as loaded"
-    data = getattr(trainer.datamodule, "name", type(trainer.datamodule).__name__)
-    synthetic = " (synthetic)" if getattr(trainer.datamodule, "synthetic", False) else ""
-    return f"{model} ({how}) on {data}{synthetic} test"
+    text = describe_run(trainer, pl_module)
+    return text if info.get("finetune") else text.replace(" on ", " (as loaded) on ", 1)
 
 
 class ExportOpenClip(Callback):

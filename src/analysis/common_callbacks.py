@@ -13,16 +13,19 @@ from lightning.pytorch.callbacks import Callback
 from . import figures
 from .contracts import Classifier, ClassifierStep, EvaluationData
 from .evaluation import class_names
-from .evidence import log_figure, log_numbers, log_table
+from .evidence import describe_run, log_figure, log_numbers, log_table
 
 
 class LossCurves(Callback):
     """Records `<split>/<metric>` per epoch for train and val and plots them when fitting ends."""
 
     def __init__(
-        self, metrics: Sequence[str] = ("recon", "kl", "loss", "neg_elbo"), splits: Sequence[str] = ("train", "val")
+        self,
+        metrics: Sequence[str] = ("recon", "kl", "loss", "neg_elbo"),
+        splits: Sequence[str] = ("train", "val"),
+        ylabels: dict[str, str] | None = None,
     ):
-        self.metrics, self.splits = list(metrics), list(splits)
+        self.metrics, self.splits, self.ylabels = list(metrics), list(splits), dict(ylabels or {})
         self.history: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 
     def _record(self, trainer: pl.Trainer, split: str) -> None:
@@ -41,7 +44,11 @@ class LossCurves(Callback):
     def on_fit_end(self, trainer, pl_module):
         history = {m: dict(self.history[m]) for m in self.metrics if self.history[m]}
         if history:
-            log_figure(trainer, "curves/loss", figures.curves(history, title="per image, per epoch"))
+            title = f"{describe_run(trainer, pl_module, 'train and validation splits')}, per epoch"
+            ckpt = getattr(trainer, "checkpoint_callback", None)
+            if ckpt is not None and ckpt.monitor and ckpt.best_model_score is not None:
+                title += f"\nbest {ckpt.monitor} = {float(ckpt.best_model_score):.4g} (the checkpoint tested)"
+            log_figure(trainer, "curves/loss", figures.curves(history, title=title, ylabels=self.ylabels))
 
 
 class ClassificationReport(Callback):
@@ -73,7 +80,10 @@ class ClassificationReport(Callback):
         matrix = self.confusion.compute().cpu().numpy()
         names = class_names(trainer, len(matrix))
         per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
-        log_figure(trainer, "test/confusion_matrix", figures.confusion_figure(matrix, names, title="test set"))
+        total = int(matrix.sum())
+        acc = float(matrix.trace() / max(total, 1))
+        title = f"confusion matrix: {describe_run(trainer, pl_module)} ({total} images)\naccuracy {acc:.2%}"
+        log_figure(trainer, "test/confusion_matrix", figures.confusion_figure(matrix, names, title=title))
         log_numbers(
             trainer,
             {
@@ -86,4 +96,5 @@ class ClassificationReport(Callback):
             "test/per_class_accuracy",
             ["class", "accuracy", "images"],
             [[n, float(a), int(c)] for n, a, c in zip(names, per_class, matrix.sum(1), strict=False)],
+            chart=("class", "accuracy", "test accuracy per class"),
         )

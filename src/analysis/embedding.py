@@ -27,12 +27,16 @@ def project_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
         return PCA(n_components=2, random_state=seed).fit_transform(x)
     if method == "tsne":
         from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
 
         if x.shape[1] > 50:  # the usual PCA to 50 dims first: faster and less noisy
             x = PCA(n_components=50, random_state=seed).fit_transform(x)
-        return TSNE(
-            n_components=2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed
-        ).fit_transform(x)
+        # One OpenMP thread: with a pool per core, t-SNE of 2,000 points ran 2.2x slower on a 2-core
+        # machine shared with other work, 2.5x with two more busy processes (benchmarks/tsne_threads.py)
+        with threadpool_limits(limits=1):
+            return TSNE(
+                n_components=2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed
+            ).fit_transform(x)
     if method == "umap":
         import umap
 

@@ -7,12 +7,16 @@ to every logger that takes them (W&B, TensorBoard, CSV).
 from __future__ import annotations
 
 import csv
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import matplotlib.pyplot as plt
 import torch
+
+_log = logging.getLogger("analysis")
 
 
 def figure_dir(trainer: pl.Trainer) -> Path:
@@ -40,14 +44,24 @@ def log_figure(trainer: pl.Trainer, name: str, fig: plt.Figure) -> Path:
 
 
 def log_numbers(trainer: pl.Trainer, numbers: dict[str, float]) -> None:
-    """Log scalars from a callback to every logger and keep them in trainer.callback_metrics."""
-    for lg in trainer.loggers:
-        lg.log_metrics(numbers, step=trainer.global_step)
+    """Numbers an analysis measures once, kept in trainer.callback_metrics (-> metrics.json) and sent
+    where each logger shows a single value well: W&B's run summary (not a chart of one point), the CSV
+    as a row; TensorBoard gets them with the final metrics in its HParams tab, away from the training
+    curves (experiments.loggers.log_final_metrics)."""
+    if trainer.is_global_zero:
+        for lg in trainer.loggers:
+            if hasattr(lg, "log_summary"):  # W&B
+                lg.log_summary(numbers)
+            elif not hasattr(getattr(lg, "experiment", None), "add_scalar"):  # TensorBoard: see above
+                lg.log_metrics(numbers, step=trainer.global_step)
     trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in numbers.items()})
 
 
-def log_table(trainer: pl.Trainer, key: str, columns: list[str], rows: list[list]) -> None:
-    """A table to W&B (where a logger takes tables) and as tables/<key>.csv in the run folder."""
+def log_table(
+    trainer: pl.Trainer, key: str, columns: list[str], rows: list[list], chart: tuple[str, str, str] | None = None
+) -> None:
+    """A table to W&B (where a logger takes tables) and as tables/<key>.csv in the run folder. `chart`:
+    (x column, y column, title) of a bar chart W&B draws from the table."""
 
     path = Path(trainer.default_root_dir) / "tables" / f"{key.replace('/', '_')}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,5 +69,44 @@ def log_table(trainer: pl.Trainer, key: str, columns: list[str], rows: list[list
         csv.writer(f).writerows([columns, *rows])
     if trainer.is_global_zero:
         for lg in trainer.loggers:
-            if hasattr(lg, "log_table"):
+            if chart is not None and hasattr(lg, "log_chart"):
+                lg.log_chart(key, columns, rows, *chart)
+            elif hasattr(lg, "log_table"):
                 lg.log_table(key=key, columns=columns, data=rows)
+
+
+def describe_run(trainer: pl.Trainer, pl_module: pl.LightningModule, split: str = "test") -> str:
+    """Which model and data a figure comes from, for its title: e.g. 'ResNetClassifier resnet18
+    (ablated: layer2.1) on fashion_mnist test' or 'clip_scratch_1a2b3c4d (trained here: scratch) on stl10
+    (synthetic) test'."""
+    info = pl_module.run_info() if hasattr(pl_module, "run_info") else {}
+    info = info or {}
+    hparams = getattr(pl_module, "hparams", {}) or {}
+    model = info.get("model") or " ".join(str(p) for p in (type(pl_module).__name__, hparams.get("arch")) if p)
+    how = f" (trained here: {info['finetune']})" if info.get("finetune") else ""
+    if info.get("ablated_modules"):
+        how += f" with {', '.join(map(str, info['ablated_modules']))} ablated"
+    dm = trainer.datamodule
+    data = getattr(dm, "name", None) or type(dm).__name__.removesuffix("DataModule")
+    synthetic = " (synthetic)" if getattr(dm, "synthetic", False) else ""
+    return f"{model}{how} on {data}{synthetic} {split}"
+
+
+class Progress:
+    """A line on the terminal (and the run's log) as an analysis starts and then at most every
+    `every_s` seconds while it works, so that no analysis is silent for minutes:
+    `lesion sweep: 12/50 blocks dropped (41 s)`."""
+
+    def __init__(self, name: str, total: int, unit: str, detail: str = "", every_s: float = 10.0):
+        self.name, self.total, self.unit, self.every_s = name, total, unit, every_s
+        self.done, self.start = 0, time.monotonic()
+        self.last = self.start
+        _log.info("%s: %d %s%s", name, total, unit, f" ({detail})" if detail else "")
+
+    def step(self, what: str = "") -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s or self.done == self.total:
+            self.last = now
+            at = f", {what}" if what else ""
+            _log.info("%s: %d/%d %s%s (%.0f s)", self.name, self.done, self.total, self.unit, at, now - self.start)

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from . import embedding, figures, lesion
 from .contracts import EvaluationData, ResidualBlocks, StageFeatures
 from .evaluation import accuracy, class_names, eval_batches
-from .evidence import log_figure, log_numbers, log_table
+from .evidence import Progress, describe_run, log_figure, log_numbers, log_table
 
 
 class LesionSweep(Callback):
@@ -34,30 +34,59 @@ class LesionSweep(Callback):
 
     def on_test_end(self, trainer, pl_module):
         names = pl_module.residual_block_names()
+        baseline, single, k_values, k_acc = self._measure(trainer, pl_module, names)
+        self._report(trainer, pl_module, names, baseline, single, k_values, k_acc)
+
+    def _measure(self, trainer, pl_module, names):
+        """Test accuracy intact, with each block dropped, and with k random blocks dropped (per trial)."""
         n = len(names)
+        k_values = list(self.k_values) if self.k_values is not None else list(range(n + 1))
+        subsets = {
+            k: lesion.random_block_subsets(n, k, self.random_trials if 0 < k < n else 1, self.seed) for k in k_values
+        }
+        progress = Progress(
+            "lesion sweep",
+            1 + n + sum(len(s) for s in subsets.values()),
+            "test passes",
+            f"{self.num_images or 'all'} test images each: intact, each of {n} blocks dropped, k random blocks dropped",
+        )
         baseline = accuracy(trainer, pl_module, self.num_images)
+        progress.step("intact")
         single = []
         for b in range(n):
             with pl_module.ablated([b], "drop"):
                 single.append(accuracy(trainer, pl_module, self.num_images))
-        k_values = list(self.k_values) if self.k_values is not None else list(range(n + 1))
+            progress.step(f"{names[b]} dropped")
         k_acc = []
         for k in k_values:
             accs = []
-            for blocks in lesion.random_block_subsets(n, k, self.random_trials if 0 < k < n else 1, self.seed):
+            for blocks in subsets[k]:
                 with pl_module.ablated(blocks, "drop"):
                     accs.append(accuracy(trainer, pl_module, self.num_images))
+                progress.step(f"{k} random blocks dropped")
             k_acc.append(accs)
+        return baseline, single, k_values, k_acc
+
+    def _report(self, trainer, pl_module, names, baseline, single, k_values, k_acc) -> None:
         projection = pl_module.projection_blocks()
         chance = 1 / len(trainer.datamodule.classes)
+        worst = int(np.argmin(single))
+        title = (
+            f"lesion study (Veit et al. 2016): blocks dropped after training, no retraining\n"
+            f"{describe_run(trainer, pl_module)} ({self.num_images or 'all'} images): intact {baseline:.1%}, "
+            f"worst single drop {names[worst]} {single[worst]:.1%}"
+        )
         log_figure(
-            trainer, "lesion/sweep", figures.lesion_figure(single, baseline, projection, names, k_values, k_acc, chance)
+            trainer,
+            "lesion/sweep",
+            figures.lesion_figure(single, baseline, projection, names, k_values, k_acc, chance, title=title),
         )
         log_table(
             trainer,
             "lesion/single_block",
             ["block", "module", "projection", "test_acc"],
             [[i, names[i], i in projection, a] for i, a in enumerate(single)],
+            chart=("module", "test_acc", "test accuracy with one block dropped"),
         )
         log_table(
             trainer,
@@ -111,6 +140,12 @@ class DepthFeatures(Callback):
             labels.append(y.cpu())
         labels = torch.cat(labels).numpy()
         points, scores, numbers = {}, {}, {}
+        progress = Progress(
+            "features by depth",
+            len(feats),
+            "depths",
+            f"{len(labels)} test images, PCA-{self.pca_dims}, {self.projection}",
+        )
         for name, chunks in feats.items():
             z = torch.cat(chunks).numpy()
             dims = min(self.pca_dims, z.shape[1], len(z))
@@ -124,7 +159,25 @@ class DepthFeatures(Callback):
             except ValueError:
                 scores[name] = f"silhouette {sil:.3f}"
             points[name] = embedding.project_2d(z, self.projection, seed=self.seed)
+            progress.step(f"{name}: {scores[name]}")
         names = class_names(trainer, int(labels.max()) + 1)
-        title = f"test features by depth ({len(labels)} images, PCA-{self.pca_dims} then {self.projection})"
+        title = (
+            f"features by depth: {describe_run(trainer, pl_module)} ({len(labels)} images, PCA-{self.pca_dims} "
+            f"then {self.projection})"
+        )
+        knn = {k.split("/")[1]: v for k, v in numbers.items() if k.endswith("/knn_acc")}
+        if knn:
+            best = max(knn, key=knn.get)
+            title += f"\nbest kNN accuracy {knn[best]:.1%} at {best}"
         log_figure(trainer, "depth/features", figures.projection_grid(points, labels, names, scores, title=title))
+        log_table(
+            trainer,
+            "depth/by_depth",
+            ["depth", "index", "silhouette", "knn_acc"],
+            [
+                [name, i, numbers[f"depth/{name}/silhouette"], numbers.get(f"depth/{name}/knn_acc")]
+                for i, name in enumerate(points)
+            ],
+            chart=("depth", "knn_acc" if knn else "silhouette", "class separation by depth"),
+        )
         log_numbers(trainer, numbers)

@@ -268,6 +268,7 @@ class AttentionMaps(Callback):
                     f"{self.count} images (uniform: {max_entropy:.2f} nats)"
                 ),
                 colorbar="nats",
+                **{"xlabel": "head", "ylabel": "layer"},
             ),
         )
         panels = {f"layer {layer + 1}": correlation[layer] for layer in range(layers)}
@@ -516,7 +517,10 @@ class PatchMasking(Callback):
             return
         measures = {"agreement": (self.agree, "agreement with the unmasked prediction")}
         if self.labelled:
-            measures["accuracy"] = (self.correct, "accuracy against the labels (model.class_map)")
+            against = (
+                " (through model.class_map)" if getattr(pl_module, "class_map", None) not in (None, "identity") else ""
+            )
+            measures["accuracy"] = (self.correct, f"accuracy against the data set's labels{against}")
         curves_fig, numbers, rows = {}, {"masking/images": float(self.count)}, []
         for measure, (counts, label) in measures.items():
             curves_fig[label] = self.measure_curves(pl_module, measure, counts, numbers, rows)
@@ -526,7 +530,12 @@ class PatchMasking(Callback):
             trainer,
             "masking/deletion_curves",
             figures.curves(
-                curves_fig, title=title, x=self.fractions, xlabel="fraction of patches masked", ylim=(-0.02, 1.02)
+                curves_fig,
+                title=title,
+                x=self.fractions,
+                xlabel="fraction of patches masked",
+                ylim=(-0.02, 1.02),
+                ylabels={label: "fraction of images" for label in curves_fig},
             ),
         )
         self.example_figure(trainer, numbers)

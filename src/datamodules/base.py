@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -381,13 +381,19 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     @torch.no_grad()
     def cache_features(
-        self, fn: Callable[[torch.Tensor], torch.Tensor], splits: Sequence[str] = ("train", "val")
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        splits: Sequence[str] = ("train", "val"),
+        max_images: Mapping[str, int | None] | None = None,
     ) -> None:
         """Replace each split's images by fn(transformed eval batch), computed once, batched, on
         the model's device; batches of those splits then carry features (N, D). No augmentation.
+        `max_images`: at most this many of a split's first images (a run limited to a few batches).
         Called by experiments.feature_cache.FeatureCache (contracts.CachesFeatures)."""
         for name in splits:
-            z, y = zip(*((fn(x), labels) for x, labels in self.eval_batches(name, self._compute_device())), strict=True)
+            limit = (max_images or {}).get(name)
+            batches = self.eval_batches(name, self._compute_device(), limit)
+            z, y = zip(*((fn(x), labels) for x, labels in batches), strict=True)
             self.features[name] = FeatureSplit(torch.cat(z), torch.cat(y))
         self._loaders.clear()
 

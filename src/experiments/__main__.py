@@ -4,6 +4,7 @@ python -m experiments                                  # the VAE on FashionMNIST
 python -m experiments task=vae model.latent_dim=8 logger=csv
 python -m experiments -m task=vae model.latent_dim=2,8 # a sweep: one W&B group, a summary table
 python -m experiments resume=logs/vae/runs/<run>       # continue a stopped run in its folder
+python -m experiments eval=logs/vae/runs/<run>         # evaluate a finished run again, into logs/vae/evals/
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments import config_dir, resolvers
+from experiments.evaluate import eval_overrides
 from experiments.lifecycle import resume_overrides
 
 # The program's entry (and what a SLURM job unpickles run_job from): the config tree's resolvers.
@@ -23,6 +25,8 @@ resolvers.register()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def run_job(cfg: DictConfig):  # -> experiments.record.RunRecord | None (a sweeper reads it)
+    # the first line within a second or two of the command, before torch and Lightning load (seconds more)
+    print(f"{cfg.task_name}: starting in {cfg.paths.output_dir}", flush=True)
     from experiments.run import run_safely  # heavy imports (torch, lightning) only once composed
 
     return run_safely(cfg)
@@ -53,6 +57,7 @@ def missing_extra(argv: list[str]) -> str | None:
 def main() -> None:
     try:  # resume=<run folder>: the overrides that run was started with, in its own folder
         sys.argv[1:] = resume_overrides(sys.argv[1:])
+        sys.argv[1:] = eval_overrides(sys.argv[1:])  # eval=<run folder>: its config and best checkpoint, a new folder
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

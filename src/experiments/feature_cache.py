@@ -13,6 +13,7 @@ contracts.CachesFeatures).
 from __future__ import annotations
 
 import logging
+import time
 
 from lightning.pytorch.callbacks import Callback
 
@@ -31,11 +32,44 @@ class FeatureCache(Callback):
     def on_fit_start(self, trainer, pl_module):
         if not pl_module.caches_features():
             return
+        dm = trainer.datamodule
+        # a run limited to a few batches (debug=smoke, limit_*_batches) needs only their images' features
+        limits = {"train": trainer.limit_train_batches, "val": trainer.limit_val_batches}
+        sizes = {"train": getattr(dm, "batch_size", None), "val": getattr(dm, "eval_batch_size", None)}
+        most = {s: _images(limits.get(s), sizes.get(s)) for s in self.splits}
+        log.info(
+            "head-only fine-tuning: computing the backbone's features of %s once (unaugmented)",
+            ", ".join(s if most[s] is None else f"{s} (first {most[s]} images)" for s in self.splits),
+        )
         was_training = pl_module.training
         pl_module.eval()
-        trainer.datamodule.cache_features(pl_module.features, splits=self.splits)
+        dm.cache_features(_progress(pl_module.features), splits=self.splits, max_images=most)
         pl_module.train(was_training)
         log.info("head-only fine-tuning on backbone features computed once (%s, unaugmented)", ", ".join(self.splits))
 
     def on_fit_end(self, trainer, pl_module):
         trainer.datamodule.clear_feature_cache()
+
+
+def _images(limit, batch_size) -> int | None:
+    """Images a split needs under a trainer's `limit_*_batches` given as a count (a fraction: all)."""
+    if isinstance(limit, int) and not isinstance(limit, bool) and batch_size:
+        return limit * batch_size
+    return None
+
+
+def _progress(fn, every_s: float = 10.0):
+    """fn, saying every `every_s` seconds how many images it has gone through (a big backbone at 224 px
+    on a CPU takes minutes)."""
+    state = {"images": 0, "start": time.monotonic(), "last": time.monotonic()}
+
+    def counted(x):
+        out = fn(x)
+        state["images"] += len(x)
+        now = time.monotonic()
+        if now - state["last"] >= every_s:
+            state["last"] = now
+            log.info("backbone features: %d images (%.0f s)", state["images"], now - state["start"])
+        return out
+
+    return counted

@@ -75,6 +75,36 @@ def sweep_group(task_name: str) -> str | None:
     return f"{task_name}-{Path(hc.sweep.dir).name}"
 
 
+NOT_WHAT_DIFFERS = ("paths.", "hydra.", "logger", "trainer.enable_progress_bar", "resume=", "eval=", "ckpt_path=")
+
+
+def job_overrides() -> list[str]:
+    """This job's own overrides (a sweep job's: its values), as Hydra recorded them; [] outside Hydra."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def run_name(cfg: DictConfig) -> str:
+    """What a run is called on the dashboards: the task and what this run changes. In a sweep, only the
+    overrides its jobs do not share (what differs between them); `eval=`: what it evaluates; a run with no
+    overrides: its folder's name."""
+    out = Path(cfg.paths.output_dir)
+    if cfg.get("eval"):
+        return f"{cfg.task_name} eval of {Path(str(cfg.eval)).name}"
+    own = [o for o in job_overrides() if not o.lstrip("+~").startswith((*NOT_WHAT_DIFFERS, "task="))]
+    if sweep_group(cfg.task_name):
+        from experiments.run_folder import sweep_record
+
+        jobs = sweep_record(out.parent).get("jobs") or []
+        shared = set.intersection(*(set(j) for j in jobs)) if jobs else set()
+        own = [o for o in own if o not in shared] or own
+    from experiments.run_folder import IDENTITY_OVERRIDES, override_root
+
+    own.sort(key=lambda o: override_root(o) not in IDENTITY_OVERRIDES)  # model and data first: names get cut
+    return f"{cfg.task_name} " + (" ".join(own) if own else out.name)
+
+
 RUN_ID_FILE = "wandb_run_id"  # in the run folder: the W&B run that every attempt of this run logs into
 
 
@@ -107,14 +137,23 @@ def build_loggers(cfg: DictConfig) -> list:
                 conf.offline = False  # Lightning's flag sets WANDB_MODE process-wide; pass `mode` instead
                 conf.mode = mode
                 conf.id = wandb_run_id(Path(cfg.paths.output_dir)) or None
-                conf.settings = {"silent": True}  # the run's own last lines say where it is and how to sync it
+                # silent: the run's own last lines say where it is and how to sync it; wrap_emu: the console
+                # log keeps a progress bar's last state, not every redraw
+                conf.settings = {"silent": True, "console": "wrap_emu"}
                 if conf.get("group") is None:
                     conf.group = sweep_group(cfg.task_name)
+                if conf.get("name") is None:
+                    conf.name = run_name(cfg)[:128]
+            with open_dict(cfg):  # the run's config on the dashboard says its group and name as used
+                cfg.logger[_name].group, cfg.logger[_name].name = conf.group, conf.name
                 Path(conf.save_dir).mkdir(parents=True, exist_ok=True)
             if global_rank() == 0:  # the other ranks of a multi-process run log nothing to W&B
                 log.info("W&B mode: %s (run %s)", mode, conf.id)
                 if mode != "disabled":
                     start_wandb_service()
+        if conf._target_.endswith("TensorBoardLogger") and not conf.get("version"):
+            with open_dict(conf):  # TensorBoard names a run by its folder: <run>/tensorboard/<task and overrides>
+                conf.version = run_name(cfg).replace("/", "|")[:200]
         logger = instantiate(conf, _convert_="all")
         drop_wandb_init_argument(logger, "anonymous")  # Lightning passes anonymous=None; wandb 0.31 warns
         loggers.append(logger)
@@ -122,10 +161,44 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def log_config(loggers: list, cfg: DictConfig) -> None:
-    """The resolved config, as a plain dict, to every logger (W&B run config, CSV hparams.yaml)."""
+    """The resolved config, as a plain dict, to every logger (W&B run config, CSV hparams.yaml), with
+    this job's own overrides; W&B's summary of the monitored metric is its best value, not its last."""
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    plain["overrides"] = job_overrides()
     for lg in loggers:
         lg.log_hyperparams(plain)
+        if isinstance(lg, WandbLogger) and rank_zero_only.rank == 0 and cfg.get("monitor"):
+            summary = "max" if cfg.get("monitor_mode") == "max" else "min"
+            lg.experiment.define_metric(cfg.monitor, summary=summary, step_metric="trainer/global_step")
+
+
+def hparams_columns(cfg: DictConfig) -> dict:
+    """TensorBoard's HParams columns: what tells runs apart (the task, the seed, each key this job's
+    overrides set, with its resolved value) and the whole override line; not the hundreds of resolved
+    keys (callback targets, paths), which the table would open on, alphabetically."""
+    columns = {"task": cfg.task_name, "seed": cfg.get("seed")}
+    for override in job_overrides():
+        key, _, text = override.lstrip("+~").partition("=")
+        if override.lstrip("+~").startswith((*NOT_WHAT_DIFFERS, "task=")):
+            continue
+        value = OmegaConf.select(cfg, key, default=None) if "/" not in key else None
+        plain = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+        columns[key] = plain if isinstance(plain, (int, float, str, bool)) else text  # a group or a list: as typed
+    columns["overrides"] = " ".join(job_overrides())
+    return columns
+
+
+def log_final_metrics(loggers: list, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """TensorBoard: the config (with this job's overrides) and every final metric, test and analysis
+    numbers included, as one HParams session, so runs compare side by side in its HParams tab and the
+    analyses' single values stay out of the training curves (evidence.log_numbers sends them here)."""
+    if rank_zero_only.rank != 0:
+        return
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for lg in loggers:
+        if isinstance(lg, TensorBoardLogger) and metrics:
+            lg.log_hyperparams(hparams_columns(cfg), metrics=dict(metrics))
 
 
 # The signals a scheduler sends a job to end or requeue it. SLURM signals every process of a job
@@ -194,6 +267,7 @@ class WandbLogger(_LightningWandbLogger):
     one it has), and a value logged without a step (a table) lands on the last step logged."""
 
     _last_step = 0
+    ONE_VALUE = ("test/", "init/")  # measured once per run: the summary holds them, no one-point chart
 
     @rank_zero_only
     def log_metrics(self, metrics, step: int | None = None) -> None:
@@ -201,7 +275,28 @@ class WandbLogger(_LightningWandbLogger):
         self._last_step = step
         if prefix := logger_prefix(self):  # logger.wandb.prefix, as Lightning's own logger applies it
             metrics = {f"{prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
-        self.experiment.log(dict(metrics, **{"trainer/global_step": step}), step=step)
+        once = {k: v for k, v in metrics.items() if k.startswith(self.ONE_VALUE) and _is_number(v)}
+        if once:
+            self.log_summary(once)
+        rest = {k: v for k, v in metrics.items() if k not in once}
+        if rest:
+            self.experiment.log(dict(rest, **{"trainer/global_step": step}), step=step)
+
+    @rank_zero_only
+    def log_summary(self, numbers: dict) -> None:
+        """Numbers a run measures once (test metrics, analyses): into the run's summary, where the
+        dashboard's runs table and run page show them, instead of a chart with one point."""
+        self.experiment.summary.update({k: _plain(v) for k, v in numbers.items()})
+
+    @rank_zero_only
+    def log_chart(self, key: str, columns: list[str], rows: list[list], x: str, y: str, title: str) -> None:
+        """A table and a bar chart of one of its columns against another (e.g. accuracy per dropped block),
+        the chart under `<key>_chart`."""
+        import wandb
+
+        table = wandb.Table(columns=columns, data=rows)
+        chart = wandb.plot.bar(table, x, y, title=title)
+        self.experiment.log({key: table, f"{key}_chart": chart, "trainer/global_step": self._last_step})
 
 
 class RunHistory(Callback):
@@ -233,6 +328,14 @@ class RunHistory(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.restored = dict(state_dict.get("fit_metrics") or {})
+
+
+def _is_number(value) -> bool:
+    return finite_number(value) is not None or (hasattr(value, "numel") and value.numel() == 1)
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
 
 
 def finite_number(value) -> float | None:

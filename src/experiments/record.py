@@ -29,6 +29,7 @@ class RunRecord:
     wall_time_s: float
     tags: list[str] = field(default_factory=list)
     model_info: dict[str, Any] | None = None  # facts a model reports (contracts.ReportsRunInfo), if any
+    evaluated: dict[str, Any] | None = None  # eval=<run folder>: {run, checkpoint} evaluated (experiments.evaluate)
 
     @property
     def value(self) -> float | None:
@@ -37,8 +38,9 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["model_info"] is None:
-            del data["model_info"]
+        for optional in ("model_info", "evaluated"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     def write(self, folder: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import shlex
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from analysis.contracts import (
     missing_capabilities,
 )
 from experiments import checkpoints, lifecycle
+from experiments.evaluate import comparison_line, evaluated
 from experiments.loggers import (
     RUN_ID_FILE,
     RunHistory,
@@ -43,8 +43,10 @@ from experiments.loggers import (
     global_rank,
     history_state,
     log_config,
+    log_final_metrics,
     truncate_csv,
 )
+from experiments.progress import final_lines
 from experiments.record import RunRecord, Status
 from experiments.run_folder import FolderTaken, RunFolder
 from experiments.search import search_callbacks
@@ -150,6 +152,8 @@ class Parts:
 def build_parts(cfg: DictConfig) -> Parts:
     """Data (read now: a missing file fails in seconds), model, callbacks, and the contracts
     between them checked before anything trains."""
+    what = [(c or {}).get("_target_") for c in (cfg.get("data"), cfg.get("model"))]
+    log.info("reading the data (%s) and building the model (%s)", *what)
     datamodule = build(cfg.get("data"), "data")
     try:
         datamodule.prepare_data()
@@ -231,6 +235,10 @@ def build_trainer(cfg: DictConfig, parts: Parts):
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if not cfg.trainer.get("enable_progress_bar", True):  # nor a progress bar when it is switched off
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer = build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[checkpoints.AtomicCheckpointIO()]
     )
@@ -263,6 +271,7 @@ def run(cfg: DictConfig) -> RunRecord:
     stopped = any(isinstance(c, EndsRunEarly) and c.stopped_early() for c in parts.callbacks)  # a pruned trial
     if cfg.test and not stopped:
         metrics |= test(trainer, parts, test_checkpoint(cfg, trainer, start_from))
+    log_final_metrics(loggers, cfg, metrics)  # TensorBoard's HParams tab: what differs and the final numbers
     record = make_record(cfg, out, trainer, parts.model, metrics, "pruned" if stopped else "ok", time.time() - start)
     if record.model_info:
         for lg in loggers:
@@ -270,7 +279,7 @@ def run(cfg: DictConfig) -> RunRecord:
     if trainer.world_size > 1:  # each rank says what it holds: the reduced metrics agree
         log.info("rank %d: %s = %s", trainer.global_rank, cfg.optimized_metric, record.value)
     if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
-        keep(record, out, parts.callbacks)
+        keep(record, out, parts.callbacks, cfg)
     return record
 
 
@@ -325,22 +334,19 @@ def make_record(cfg: DictConfig, out: Path, trainer, model, metrics: dict, statu
         wall_time_s=round(wall, 2),
         tags=list(cfg.tags),
         model_info=(model.run_info() or None) if isinstance(model, ReportsRunInfo) else None,
+        evaluated=evaluated(cfg).get("evaluated"),  # eval=<run folder>: the run and checkpoint evaluated
     )
 
 
-def keep(record: RunRecord, out: Path, callbacks: list) -> None:
+def keep(record: RunRecord, out: Path, callbacks: list, cfg: DictConfig) -> None:
     """Rank 0: metrics.json, the callbacks that wait for it told, the last lines a user sees."""
     record.write(out)
     (out / "FAILED").unlink(missing_ok=True)  # an earlier attempt of this run failed; this one did not
     for c in callbacks:
         if isinstance(c, HearsRecord):
             c.record_written(record)  # e.g. the Optuna trial's study hears how it ended
-    offline = sorted(out.glob("wandb/offline-run-*"))
-    lifecycle.STATE.final_lines = [  # printed once the W&B run is closed
-        f"{record.optimized_metric} = {record.value}",
-        f"run folder: {out}",
-        *([f"W&B run (offline): wandb sync {shlex.quote(str(out))}/wandb/offline-run-*"] if offline else []),
-    ]
+    # printed once the W&B run is closed: the metric, where the evidence is, the dashboards' commands
+    lifecycle.STATE.final_lines = [*final_lines(cfg, out, record.value), *comparison_line(cfg, record.value)]
 
 
 def run_safely(cfg: DictConfig) -> RunRecord | None:
@@ -395,6 +401,9 @@ def quiet_third_party_noise() -> None:
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    # Lightning's HINT to prepend `srun` on any machine with srun on the PATH, once per Trainer (twice a run, and
+    # "once" did not hold across Lightning's two trainers' set-ups): SLURM runs go through hydra/launcher=slurm
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # a resumed run's
     warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint`.*")  # best is the first
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # frozen BN

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,10 @@ class SweepSummary(Callback):
         rows = write_summary(sweep_dir)
         if not rows:
             return
+        print((sweep_dir / "summary.md").read_text().rstrip())  # the table itself, then where it is
         print(f"sweep summary of {len(rows)} jobs: {sweep_dir / 'summary.md'}")
+        if list(sweep_dir.glob("*/wandb/offline-run-*")):  # one command uploads every job's W&B run
+            print(f"W&B runs (offline): wandb sync {shlex.quote(str(sweep_dir))}/*/wandb/offline-run-*")
         failed = [r for r in rows if r["status"] not in ("ok", "pruned")]  # a pruned trial ended as asked
         if failed:  # every job ran; the sweep as a whole did not succeed
             where = ", ".join(str(sweep_dir / r["job"] / "FAILED") for r in failed)

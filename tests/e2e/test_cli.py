@@ -68,6 +68,10 @@ def test_resnet_multirun_over_ablations_shares_a_wandb_group(tmp_path):
     (sweep,) = tmp_path.glob("logs/resnet/multiruns/*")
     runs = [read_run(next((sweep / j).glob("wandb/offline-run-*")), records=True) for j in ("0", "1")]
     assert {r["group"] for r in runs} == {f"resnet-{sweep.name}"}
+    assert {r["config"]["logger"]["wandb"]["group"] for r in runs} == {f"resnet-{sweep.name}"}  # in the config too
+    assert [r["name"] for r in runs] == ["resnet ablate.blocks=[]", "resnet ablate.blocks=[3]"]  # what differs
+    assert "| job | status |" in proc.stdout  # the sweep ends with its table and one command to upload it
+    assert proc.stdout.count("wandb sync") == 1 and f"wandb sync {sweep}/*/wandb/offline-run-*" in proc.stdout
     assert [r["config"]["ablate"]["blocks"] for r in runs] == [[], [3]]
     summary = (sweep / "summary.md").read_text()
     assert "ablate.blocks=[]" in summary and "ablate.blocks=[3]" in summary and "test/acc" in summary

@@ -11,7 +11,7 @@ import pytest
 from formats import write_image_folder
 from smoke import RESNET_SMOKE
 from tiny_models import TINY_CLIP_SCRATCH, save_tiny_vit
-from wandb_reader import read_run
+from wandb_reader import read_history, read_run
 
 SMOKE = ("task=vae", "debug=smoke", "data.synthetic_size=200", "logger=wandb")
 
@@ -33,11 +33,13 @@ def finished(code: int, run: Path) -> dict:
 def test_vae_smoke_run_leaves_all_its_evidence(tmp_path, run_experiment, capsys):
     code, run = run_experiment(*SMOKE, "model.latent_dim=2")
     result = finished(code, run)
-    last = capsys.readouterr().out.strip().splitlines()[-3:]  # what a person reads last: the metric, where, how to sync
+    last = capsys.readouterr().out.strip().splitlines()[-5:]  # what a person reads last: the metric, where, how to sync
     metric = result["metrics"]["test/neg_elbo"]
     assert last == [
-        f"test/neg_elbo = {metric}",
+        f"test/neg_elbo = {metric:.6g}",
         f"run folder: {run}",
+        f"metrics: {run / 'metrics.json'}",
+        f"figures: {run / 'figures'} (5 PNG)",
         f"W&B run (offline): wandb sync {run}/wandb/offline-run-*",
     ]
 
@@ -88,7 +90,7 @@ def test_csv_and_no_logger(tmp_path, run_experiment):
 
 
 def test_resnet_ablation_run_leaves_its_evidence(tmp_path, run_experiment):
-    code, run = run_experiment(*RESNET_SMOKE, "ablate.blocks=[3,7]", "logger=wandb")
+    code, run = run_experiment(*RESNET_SMOKE, "ablate.blocks=[3,7]", "logger=wandb", "trainer.max_epochs=2")
     result = finished(code, run)
     assert result["model_info"]["ablated_modules"] == ["layer2.1", "layer4.1"]
     assert result["model_info"]["projection_blocks"] == [2, 4, 6]
@@ -119,9 +121,25 @@ def test_resnet_ablation_run_leaves_its_evidence(tmp_path, run_experiment):
     logged = read_run(wandb_dir)
     assert logged["config"]["ablate"]["blocks"] == [3, 7]
     assert logged["config"]["model_info"]["ablated_modules"] == ["layer2.1", "layer4.1"]
-    history = logged["summary"]
-    assert history["lesion/intact_acc"] == pytest.approx(m["lesion/intact_acc"])
-    assert history["lesion/single_block"]["_type"] == "table-file"
+    # the dashboard: the job's own overrides in its config, a name saying what this run changes
+    assert {"ablate.blocks=[3,7]", "model.arch=resnet18", "trainer.max_epochs=2"} <= set(logged["config"]["overrides"])
+    assert (
+        logged["name"].startswith("resnet debug=smoke model.arch=resnet18") and "ablate.blocks=[3,7]" in logged["name"]
+    )
+    assert logged["config"]["logger"]["wandb"]["name"] == logged["name"]
+    counts = logged["config"]["parameters"]  # resnet18 with a 10-class head, only the head trains (finetune=head)
+    assert counts["total"] == counts["trainable"] + counts["frozen"] and counts["trainable"] == 512 * 10 + 10
+    summary = logged["summary"]
+    # the monitor's summary is its best epoch (define_metric), not its last
+    val_acc = [r["val/acc"] for r in read_history(wandb_dir) if "val/acc" in r]
+    assert len(val_acc) == 2 and summary["val/acc"] == {"max": pytest.approx(max(val_acc))}
+    assert summary["lesion/intact_acc"] == pytest.approx(m["lesion/intact_acc"])
+    assert summary["test/acc"] == pytest.approx(m["test/acc"])
+    for table in ("lesion/single_block", "depth/by_depth", "test/per_class_accuracy"):  # tables, each with a chart
+        assert summary[table]["_type"] == summary[f"{table}_chart_table"]["_type"] == "table-file", table
+    assert summary["depth/by_depth"]["nrows"] == 6  # stem, layer1-4, logits: one chart across depths
+    charted = {k for r in read_history(wandb_dir) for k in r}  # measured once: in the summary, not a 1-point chart
+    assert not any(k.startswith(("test/acc", "lesion/intact", "depth/stem/")) for k in charted), charted
 
 
 @pytest.mark.parametrize("blocks,message", [("[8]", "0..7"), ("[x]", "integers")])  # the rest: tests/models
@@ -696,10 +714,13 @@ def test_tensorboard_and_many_loggers_get_scalars_and_figures(tmp_path, run_expe
 
     code, run = run_experiment("task=vae", "debug=smoke", "data.synthetic_size=100", "logger=many")
     finished(code, run)
-    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    (named,) = (run / "tensorboard").iterdir()  # TensorBoard's run name: the task and what this run changes
+    assert named.name == "vae debug=smoke data.synthetic_size=100"
+    events = EventAccumulator(str(named), size_guidance={"images": 0})
     events.Reload()
     assert {"val/neg_elbo", "test/neg_elbo", "test/latent_silhouette"} <= set(events.Tags()["scalars"])
     assert {"vae/latent_space", "vae/samples", "curves/loss"} <= set(events.Tags()["images"])
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(events.PluginTagToContent("hparams"))
     assert (run / "csv" / "metrics.csv").is_file() and list(run.glob("wandb/offline-run-*"))  # and the other two
 
 

@@ -136,6 +136,18 @@ def test_srun_tasks_share_the_jobs_id_and_a_single_process_has_none(monkeypatch)
     assert experiments.shared_run_id() is None and experiments.rank_suffix() == ""
 
 
+def test_debug_presets_and_early_stopping_compose_to_what_they_say(compose_cfg):
+    """lightning-hydra-template's debug presets and an early-stopping callback on the task's monitor."""
+    assert compose_cfg("debug=overfit").trainer.overfit_batches == 3
+    limited = compose_cfg("debug=limit").trainer
+    assert limited.limit_train_batches == 0.01 and limited.max_epochs == 3
+    assert compose_cfg("debug=profiler").trainer.profiler == "simple"
+    cfg = compose_cfg("task=resnet", "callbacks=early_stopping")
+    stop = cfg.callbacks.early_stopping
+    assert (stop.monitor, stop.mode, stop.patience) == ("val/acc", "max", 3)
+    assert "model_checkpoint" in cfg.callbacks and "lesion_sweep" in cfg.callbacks  # the defaults and the task's
+
+
 def test_importing_the_packages_registers_nothing():
     """No import side effect a test must undo: the resolvers come from the entry point's register()."""
     import subprocess
