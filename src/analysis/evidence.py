@@ -79,14 +79,14 @@ def describe_run(trainer: pl.Trainer, pl_module: pl.LightningModule, split: str 
     """Which model and data a figure comes from, for its title: e.g. 'ResNetClassifier resnet18
     (ablated: layer2.1) on fashion_mnist test' or 'clip_scratch_1a2b3c4d (trained here: scratch) on stl10
     (synthetic) test'."""
-    info = pl_module.run_info() if hasattr(pl_module, "run_info") else {}
-    info = info or {}
+    run_info = getattr(pl_module, "run_info", None)
+    info = (run_info() if callable(run_info) else {}) or {}
     hparams = getattr(pl_module, "hparams", {}) or {}
     model = info.get("model") or " ".join(str(p) for p in (type(pl_module).__name__, hparams.get("arch")) if p)
     how = f" (trained here: {info['finetune']})" if info.get("finetune") else ""
     if info.get("ablated_modules"):
         how += f" with {', '.join(map(str, info['ablated_modules']))} ablated"
-    dm = trainer.datamodule
+    dm = getattr(trainer, "datamodule", None)
     data = getattr(dm, "name", None) or type(dm).__name__.removesuffix("DataModule")
     synthetic = " (synthetic)" if getattr(dm, "synthetic", False) else ""
     return f"{model}{how} on {data}{synthetic} {split}"

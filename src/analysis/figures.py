@@ -104,7 +104,7 @@ def curves(
         ax.axis("off")
     shared = all(list(b) == list(next(iter(history.values()))) for b in history.values())
     if shared and len(handles) > 1:  # the same lines in every panel: one legend, below them all
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 3))
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 3))  # type: ignore[call-overload]  # matplotlib 3.8+ takes "outside ..."; its stubs do not say so
     elif not shared:  # each panel its own lines: a legend under each panel
         for ax in list(axes.flat)[:n]:
             ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)

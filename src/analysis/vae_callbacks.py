@@ -128,8 +128,8 @@ class VAEFigures(Callback):
                 images,
                 self.latent_grid_size,
                 title=title,
-                col_values=ticks,
-                row_values=grid.numpy()[:: self.latent_grid_size, 1],
+                col_values=[float(v) for v in ticks],
+                row_values=[float(v) for v in grid.numpy()[:: self.latent_grid_size, 1]],
                 axis_labels=("z1", "z2"),
             ),
         )

@@ -268,7 +268,8 @@ class AttentionMaps(Callback):
                     f"{self.count} images (uniform: {max_entropy:.2f} nats)"
                 ),
                 colorbar="nats",
-                **{"xlabel": "head", "ylabel": "layer"},
+                xlabel="head",
+                ylabel="layer",
             ),
         )
         panels = {f"layer {layer + 1}": correlation[layer] for layer in range(layers)}

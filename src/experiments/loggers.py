@@ -163,11 +163,11 @@ def build_loggers(cfg: DictConfig) -> list:
 def log_config(loggers: list, cfg: DictConfig) -> None:
     """The resolved config, as a plain dict, to every logger (W&B run config, CSV hparams.yaml), with
     this job's own overrides; W&B's summary of the monitored metric is its best value, not its last."""
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    plain: dict[str, Any] = {**OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)}  # type: ignore[dict-item]
     plain["overrides"] = job_overrides()
     for lg in loggers:
         lg.log_hyperparams(plain)
-        if isinstance(lg, WandbLogger) and rank_zero_only.rank == 0 and cfg.get("monitor"):
+        if isinstance(lg, WandbLogger) and global_rank() == 0 and cfg.get("monitor"):
             summary = "max" if cfg.get("monitor_mode") == "max" else "min"
             lg.experiment.define_metric(cfg.monitor, summary=summary, step_metric="trainer/global_step")
 
@@ -192,7 +192,7 @@ def log_final_metrics(loggers: list, cfg: DictConfig, metrics: dict[str, float])
     """TensorBoard: the config (with this job's overrides) and every final metric, test and analysis
     numbers included, as one HParams session, so runs compare side by side in its HParams tab and the
     analyses' single values stay out of the training curves (evidence.log_numbers sends them here)."""
-    if rank_zero_only.rank != 0:
+    if global_rank() != 0:
         return
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -294,7 +294,7 @@ class WandbLogger(_LightningWandbLogger):
         the chart under `<key>_chart`."""
         import wandb
 
-        table = wandb.Table(columns=columns, data=rows)
+        table = wandb.Table(columns=list[str | int](columns), data=rows)
         chart = wandb.plot.bar(table, x, y, title=title)
         self.experiment.log({key: table, f"{key}_chart": chart, "trainer/global_step": self._last_step})
 
