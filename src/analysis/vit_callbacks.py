@@ -256,22 +256,13 @@ class AttentionMaps(Callback):
         max_entropy = math.log(side * side)
         rows = [f"layer {layer + 1}" for layer in range(layers)]
         cols = [f"H{h + 1}" for h in range(heads)]
-        log_figure(
-            trainer,
-            "attention/head_entropy",
-            figures.matrix_figure(
-                entropy,
-                rows,
-                cols,
-                title=(
-                    "entropy of each head's CLS-to-patch map, mean over "
-                    f"{self.count} images (uniform: {max_entropy:.2f} nats)"
-                ),
-                colorbar="nats",
-                xlabel="head",
-                ylabel="layer",
-            ),
+        title = (
+            f"entropy of each head's CLS-to-patch map, mean over {self.count} images (uniform: {max_entropy:.2f} nats)"
         )
+        entropy_figure = figures.matrix_figure(
+            entropy, rows, cols, title, colorbar="nats", xlabel="head", ylabel="layer"
+        )
+        log_figure(trainer, "attention/head_entropy", entropy_figure)
         panels = {f"layer {layer + 1}": correlation[layer] for layer in range(layers)}
         log_figure(
             trainer,
