@@ -185,11 +185,15 @@ def requeue_note(out: Path, signum: int, trainer) -> str | None:
     itself requeued the job (`scontrol requeue`, preemption)."""
     how = None
     if signum == signal.SIGUSR2 and STATE.requeue is not None:
+        # SLURM ends the attempt (SIGTERM) as soon as `scontrol requeue` has requeued it, which can be
+        # before that command has returned here: from now on `_on_signal` lets the close go on
+        STATE.requeued = True
         try:
             STATE.requeue(signum, None)  # submitit: pickle the job, `scontrol requeue`, then SystemExit
         except SystemExit as e:  # its local executor requeues on the exit code it gives: keep that one
             STATE.requeue_exit = e.code if isinstance(e.code, int) and e.code > 0 else None
         except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError: not requeued
+            STATE.requeued = False
             STATE.not_requeued = str(e).strip().rstrip(".")
             return None
         how = "requeued by submitit (preempted or at its time limit)"
@@ -238,19 +242,26 @@ def signal_exit_code(code: int, rank0: bool) -> int:
 
 
 def lost_rank(e: BaseException) -> str | None:
-    """If `e` is a collective that failed because another rank of this run is gone or hung (its
-    process killed, its node lost, or no answer within `trainer.strategy.timeout`), what gloo/NCCL
-    said, in one line; else None."""
+    """If `e`, or an exception it was raised while handling, is a collective that failed because
+    another rank of this run is gone or hung (its process killed, its node lost, or no answer within
+    `trainer.strategy.timeout`), what gloo/NCCL said, in one line; else None. The chain matters: the
+    checkpoint Lightning writes on the way out can fail too and be what reaches the run loop."""
     import torch.distributed as dist
 
-    text = str(e)
-    distributed = isinstance(e, dist.DistError) or any(
-        k in text for k in ("gloo/transport", "Connection closed by peer", "ProcessGroupNCCL", "NCCL error")
-    )
-    if not distributed or not dist.is_available() or not dist.is_initialized():
+    if not dist.is_available() or not dist.is_initialized():
         return None
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
-    return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # without the source file's path
+    seen: set[int] = set()
+    said = None  # the first failure of the chain: later ones (the exit checkpoint's) follow from it
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e)
+        if isinstance(e, dist.DistError) or any(
+            k in text for k in ("gloo/transport", "Connection closed by peer", "ProcessGroupNCCL", "NCCL error")
+        ):
+            first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+            said = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # without the source file's path
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return said
 
 
 def lost_rank_note(out: Path, reason: str, trainer) -> str:
