@@ -85,6 +85,23 @@ def _on_signal(signum, frame) -> None:
     raise Killed(signum)
 
 
+def stop_together():
+    """A callback: a stop that reached some ranks only, or at different steps (a signal srun or a
+    node delivered late), stops every rank after the same step. Without it, the ranks that stop
+    write their checkpoint while the others wait in the next step's collective: a hang until the
+    collective timeout (seen on the two-node test cluster). One boolean all-reduce a step."""
+    from lightning.pytorch.callbacks import Callback
+
+    class StopTogether(Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.world_size < 2:
+                return
+            if trainer.strategy.reduce_boolean_decision(bool(trainer.received_sigterm), all=False):
+                request_graceful_stop(trainer)
+
+    return StopTogether()
+
+
 def install_signal_handlers() -> dict:
     """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires);
     in a submitit job its requeue signal (USR2) too: the step ends first, then submitit's own handler

@@ -165,7 +165,7 @@ def build_parts(cfg: DictConfig) -> Parts:
         name: build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
     }
     history = RunHistory()
-    callbacks = [*named.values(), history, *search_callbacks(cfg)]  # a search's trial: its pruning
+    callbacks = [*named.values(), history, lifecycle.stop_together(), *search_callbacks(cfg)]  # a search's: pruning
     problems = [p for name, cb in named.items() for p in missing_capabilities(name, cb, model, datamodule)]
     if problems:  # a callback this model or data cannot serve: say so now, not after training
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
