@@ -57,6 +57,7 @@ class _State:
     exit_code = 0  # how the run ended, for a launcher that runs it as a job (experiments_launcher)
     requeue: Any = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
     requeued = False  # SLURM continues this run in a new attempt: later signals may not cut the close short
+    closing = False  # a lost rank is being recorded: srun's SIGTERM to the step may not cut FAILED short
     not_requeued = ""  # why submitit did not requeue (e.g. timed out too many times)
     requeue_exit: int | None = None  # the exit code submitit's requeue asks for (its local executor's), if any
 
@@ -71,8 +72,8 @@ def exit_code(signum: int) -> int:
 def _on_signal(signum, frame) -> None:
     # No logging in here: a handler that logs while the interrupted code is inside a log call
     # breaks the stream ("--- Logging error --- RuntimeError: reentrant call"). Flags and a raw write.
-    if STATE.requeued:
-        return  # SLURM requeued this job and now stops the attempt: the close in progress goes on
+    if STATE.requeued or STATE.closing:
+        return  # SLURM requeued this job, or the run is recording how it ended: the close goes on
     first = STATE.signum is None
     STATE.signum = STATE.signum or signum
     if first and STATE.fitting and STATE.trainer is not None:
@@ -110,6 +111,7 @@ def install_signal_handlers() -> dict:
     STATE.signum, STATE.trainer, STATE.fitting, STATE.testing, STATE.final_lines = None, None, False, False, []
     STATE.exit_code, STATE.requeue, STATE.requeued, STATE.not_requeued = 0, None, False, ""
     STATE.requeue_exit = None
+    STATE.closing = False
     if threading.current_thread() is not threading.main_thread():
         return {}
     # Lightning's SIGTERM/USR1 handlers log at INFO inside the handler: not at this level
@@ -359,6 +361,7 @@ def crashed(out: Path, e: Exception, rank0: bool) -> bool:
     traceback, exit 1. True when the sweep goes on; False: re-raise it."""
     STATE.exit_code = 1
     lost = lost_rank(e)
+    STATE.closing = lost is not None
     first = lost_rank_note(out, lost, STATE.trainer) if lost else f"{type(e).__name__}: {e}"
     if lost:
         log.error(first)  # in the rank's log too: FAILED goes once a requeue has continued the run
