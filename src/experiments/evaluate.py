@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from experiments.lifecycle import hydra_quote
-from experiments.run_folder import IDENTITY_OVERRIDES, override_root
+from experiments.lifecycle import hydra_quote, settings_beside
+from experiments.run_folder import override_root
 
 DROPPED = ("resume", "eval", "hydra", "train", "test", "ckpt_path", "test_ckpt")  # what an evaluation sets itself
 
@@ -57,14 +57,10 @@ def eval_overrides(argv: list[str]) -> list[str]:
         raise ValueError("eval= evaluates one run: drop -m")
     if any(a.startswith("resume=") for a in rest):
         raise ValueError("eval= and resume= together: eval= evaluates a finished run, resume= continues one")
-    flags = [a for a in rest if a.startswith("-")]
-    new = [a for a in rest if not a.startswith("-")]
-    for override in new:
-        if override_root(override) in IDENTITY_OVERRIDES:
-            raise ValueError(
-                f"eval: {override} would change the model or data of the run in {folder}; evaluate it as it was "
-                f"(or start a new run: train=false ckpt_path=<checkpoint> with your settings)"
-            )
+    flags, new = settings_beside(
+        rest, "eval", folder,
+        "evaluate it as it was (or start a new run: train=false ckpt_path=<checkpoint> with your settings)",
+    )  # fmt: skip
     old = [o for o in (yaml.safe_load(saved.read_text()) or []) if override_root(o) not in DROPPED]
     ckpt = source_checkpoint(folder)
     target = f"${{paths.log_dir}}/${{task_name}}/evals/{eval_name(folder)}_${{run_id:}}"

@@ -163,16 +163,22 @@ def resume_overrides(argv: list[str]) -> list[str]:
     rest = [a for i, a in enumerate(argv) if i not in at]
     if any(a in ("-m", "--multirun") for a in rest):
         raise ValueError("resume= continues one run: drop -m (a sweep's jobs are resumed one folder at a time)")
+    flags, new = settings_beside(
+        rest, "resume", folder, "only settings such as trainer.max_epochs may change (start a new run instead)"
+    )
+    old = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.startswith(("resume=", "hydra."))]
+    return [*flags, *old, *new, f"hydra.run.dir={hydra_quote(folder)}", f"resume={hydra_quote(folder)}"]
+
+
+def settings_beside(rest: list[str], key: str, folder: Path, instead: str) -> tuple[list[str], list[str]]:
+    """(flags, overrides) given beside `<key>=<folder>` (resume=, eval=): only settings that keep the
+    run's model and data; one that would change them raises ValueError naming it and what to do instead."""
     flags = [a for a in rest if a.startswith("-")]
     new = [a for a in rest if not a.startswith("-")]
     for override in new:
         if override_root(override) in IDENTITY_OVERRIDES:
-            raise ValueError(
-                f"resume: {override} would change the model or data of the run in {folder}; "
-                f"only settings such as trainer.max_epochs may change (start a new run instead)"
-            )
-    old = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.startswith(("resume=", "hydra."))]
-    return [*flags, *old, *new, f"hydra.run.dir={hydra_quote(folder)}", f"resume={hydra_quote(folder)}"]
+            raise ValueError(f"{key}: {override} would change the model or data of the run in {folder}; {instead}")
+    return flags, new
 
 
 def hydra_quote(path: Path) -> str:
