@@ -136,6 +136,7 @@ def run_framework(
     added (StepTimer: seconds per timed window, as `timed_windows` measures the other contenders;
     FitTimer: seconds of the whole fit). No logger, no progress bar, no model summary.
     compile: with compile=true (the warm-up then includes the compilation)."""
+    from experiments.lifecycle import RunEnding
     from experiments.run import run
 
     FRAMEWORK.update(compile=compile, warmup_s=None)
@@ -153,7 +154,7 @@ def run_framework(
         f"+callbacks.timer.path={marks}",
         *(f"+callbacks.timer.{k}={v}" for k, v in timer_keys.items()),
     )
-    run(cfg)
+    run(cfg, RunEnding())
     timed = json.loads(marks.read_text())
     FRAMEWORK["warmup_s"] = timed.get("warmup_s")
     return timed["windows"]

@@ -24,7 +24,7 @@ resolvers.register()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def run_job(cfg: DictConfig):  # -> experiments.record.RunRecord | None (a sweeper reads it)
+def run_job(cfg: DictConfig):  # -> RunRecord | lifecycle.JobFailed (a sweeper, a launcher read it)
     # the first line within a second or two of the command, before torch and Lightning load (seconds more)
     print(f"{cfg.task_name}: starting in {cfg.paths.output_dir}", flush=True)
     from experiments.run import run_safely  # heavy imports (torch, lightning) only once composed

@@ -29,8 +29,11 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import yaml
 
@@ -48,42 +51,208 @@ class Killed(BaseException):
         super().__init__(f"killed by {signal.Signals(signum).name}")
 
 
-class _State:
-    signum: int | None = None  # the first signal received
-    trainer: Any = None  # the trainer while it fits
-    fitting = False
-    testing = False  # in the test pass (training, if any, has ended)
-    final_lines: list[str] = []  # what a successful run prints last
-    exit_code = 0  # how the run ended, for a launcher that runs it as a job (experiments_launcher)
-    requeue: Any = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
-    requeued = False  # SLURM continues this run in a new attempt: later signals may not cut the close short
-    closing = False  # a lost rank is being recorded: srun's SIGTERM to the step may not cut FAILED short
-    not_requeued = ""  # why submitit did not requeue (e.g. timed out too many times)
-    requeue_exit: int | None = None  # the exit code submitit's requeue asks for (its local executor's), if any
+@dataclass(frozen=True)
+class JobFailed:
+    """What a sweep's job returns when its run failed and the sweep goes on: the exit code its
+    process ends with where a launcher runs it as a job of its own (experiments_launcher)."""
 
-
-STATE = _State()
+    exit_code: int
 
 
 def exit_code(signum: int) -> int:
     return 128 + int(signum)
 
 
-def _on_signal(signum, frame) -> None:
-    # No logging in here: a handler that logs while the interrupted code is inside a log call
-    # breaks the stream ("--- Logging error --- RuntimeError: reentrant call"). Flags and a raw write.
-    if STATE.requeued or STATE.closing:
-        return  # SLURM requeued this job, or the run is recording how it ended: the close goes on
-    first = STATE.signum is None
-    STATE.signum = STATE.signum or signum
-    if first and STATE.fitting and STATE.trainer is not None:
-        # Lightning's own flag: the current step ends, the checkpoint callbacks' on_exception
-        # writes last.ckpt, and fit raises SIGTERMException (what it does for SIGTERM by itself).
-        request_graceful_stop(STATE.trainer)
-        name = signal.Signals(signum).name
-        os.write(2, f"{name} received: stopping after this step (send it again to stop at once)\n".encode())
-        return
-    raise Killed(signum)
+@dataclass
+class RunEnding:
+    """How one run is ending. `run_safely` makes one per run and hands it to what changes it: the
+    fit and the test pass say where a signal lands (`stage`), the signal handlers close over it
+    (`install_signal_handlers`), and one of the ways a run ends (`succeeded`, `refused`, `mistake`,
+    `killed`, `crashed`) records its exit code, which closes the W&B run and, in a sweep, ends the
+    job's process (`JobFailed`)."""
+
+    signum: int | None = None  # the first signal received
+    trainer: Any = None  # the trainer while it fits or tests
+    fitting: bool = False
+    testing: bool = False  # in the test pass (training, if any, has ended)
+    final_lines: list[str] = field(default_factory=list)  # what a successful run prints last
+    exit_code: int = 0  # how the run ended
+    requeue: Any = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
+    requeued: bool = False  # SLURM continues this run in a new attempt: later signals may not cut the close short
+    closing: bool = False  # a lost rank is being recorded: srun's SIGTERM to the step may not cut FAILED short
+    not_requeued: str = ""  # why submitit did not requeue (e.g. timed out too many times)
+    requeue_exit: int | None = None  # the exit code submitit's requeue asks for (its local executor's), if any
+
+    # -- signals ----------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> dict:
+        """SIGTERM and SIGINT end the run through `on_signal` (main thread only, as Python requires);
+        in a submitit job its requeue signal (USR2) too: the step ends first, then submitit's own
+        handler requeues the job (`requeue_note`). Returns the handlers they replace, for
+        `restore_signal_handlers` once the run is over."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        # Lightning's SIGTERM/USR1 handlers log at INFO inside the handler: not at this level
+        logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
+        signals = [signal.SIGTERM, signal.SIGINT]
+        previous = {}
+        if os.environ.get("SUBMITIT_EXECUTOR") and callable(signal.getsignal(signal.SIGUSR2)):
+            self.requeue = signal.getsignal(signal.SIGUSR2)
+            signals.append(signal.SIGUSR2)
+            previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, signal.SIG_DFL)  # submitit's logs in the handler
+        return previous | {sig: signal.signal(sig, self.on_signal) for sig in signals}
+
+    def restore_signal_handlers(self, previous: dict) -> None:
+        if self.requeued:  # this attempt is over: SLURM's SIGTERM/SIGCONT that end it find `on_signal`, silent
+            previous = {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        self.trainer = None
+
+    def on_signal(self, signum, frame) -> None:
+        # No logging in here: a handler that logs while the interrupted code is inside a log call
+        # breaks the stream ("--- Logging error --- RuntimeError: reentrant call"). Flags and a raw write.
+        if self.requeued or self.closing:
+            return  # SLURM requeued this job, or the run is recording how it ended: the close goes on
+        first = self.signum is None
+        self.signum = self.signum or signum
+        if first and self.fitting and self.trainer is not None:
+            # Lightning's own flag: the current step ends, the checkpoint callbacks' on_exception
+            # writes last.ckpt, and fit raises SIGTERMException (what it does for SIGTERM by itself).
+            request_graceful_stop(self.trainer)
+            name = signal.Signals(signum).name
+            os.write(2, f"{name} received: stopping after this step (send it again to stop at once)\n".encode())
+            return
+        raise Killed(signum)
+
+    @contextmanager
+    def stage(self, name: Literal["fit", "test"], trainer) -> Iterator[None]:
+        """While fitting, a signal stops the run after the step in progress; a kill in the test pass
+        is named as such in FAILED (so `testing` stays set when the test pass is cut short)."""
+        self.trainer, self.fitting, self.testing = trainer, name == "fit", name == "test"
+        try:
+            yield
+        finally:
+            self.fitting = False
+        self.testing = False
+
+    # -- what FAILED and REQUEUED say -------------------------------------------------------------
+
+    def requeue_note(self, out: Path, signum: int, trainer) -> str | None:
+        """If SLURM continues this run in a new attempt, the line that says so (also appended to
+        REQUEUED in the run folder, which the sweep summary counts); else None (the run has stopped).
+
+        USR2 in a submitit job: submitit's handler checkpoints the job and requeues it (rank 0; the
+        other ranks end with it), unless the job has timed out `max_num_timeout` times. SIGTERM: SLURM
+        itself requeued the job (`scontrol requeue`, preemption)."""
+        how = None
+        if signum == signal.SIGUSR2 and self.requeue is not None:
+            # SLURM ends the attempt (SIGTERM) as soon as `scontrol requeue` has requeued it, which can be
+            # before that command has returned here: from now on `on_signal` lets the close go on
+            self.requeued = True
+            try:
+                self.requeue(signum, None)  # submitit: pickle the job, `scontrol requeue`, then SystemExit
+            except SystemExit as e:  # its local executor requeues on the exit code it gives: keep that one
+                self.requeue_exit = e.code if isinstance(e.code, int) and e.code > 0 else None
+            except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError: not requeued
+                self.requeued = False
+                self.not_requeued = str(e).strip().rstrip(".")
+                return None
+            how = "requeued by submitit (preempted or at its time limit)"
+        elif signum == signal.SIGTERM and slurm_requeued():
+            how = "requeued by SLURM"
+        if how is None:
+            return None
+        self.requeued = True
+        where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+        saved = resume_checkpoint(out)
+        then = "the next attempt continues from checkpoints/last.ckpt" if saved else "the next attempt starts it again"
+        note = f"{signal.Signals(signum).name}{where}: {how}; {then} in this folder and W&B run"
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID", "?")
+        if (trainer.global_rank if trainer is not None else int(os.environ.get("SLURM_PROCID", "0"))) != 0:
+            return note  # one line per requeue: rank 0's
+        try:
+            with open(out / "REQUEUED", "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} job {job}: {note}\n")
+        except OSError:
+            pass
+        return note
+
+    def failure_note(self, out: Path, signum: int | None, trainer) -> str:
+        """The first line of FAILED for a killed run: what stopped it, where, and how to go on."""
+        name = signal.Signals(signum).name if signum else "a signal"
+        if self.not_requeued:
+            name += f" ({self.not_requeued})"
+        where = ""
+        if trainer is not None and self.testing:  # training (if any) had ended: say so, not "at epoch N"
+            where = f" in the test pass (after step {trainer.global_step})"
+        elif trainer is not None:
+            where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        saved = resume_checkpoint(out)
+        how = f"resume with: {resume_command(out)}" if saved else "no checkpoint was written yet; start it again"
+        return f"killed by {name}{where}; {how}"
+
+    # -- the ways a run ends (experiments.run.run_safely calls one of them) -------------------------
+    # Each sets `exit_code`: the W&B run is closed with it, and a sweep's job ends its process with it
+    # (experiments_launcher, through JobFailed). In a sweep a failed job returns (the sweep goes on;
+    # its summary and exit code say the job failed); a single run exits.
+
+    def succeeded(self) -> None:
+        """metrics.json is written: the last lines a user sees, after the W&B run is closed."""
+        for line in self.final_lines:
+            print(line, flush=True)
+
+    def refused(self, out: Path, e: Exception, rank0: bool) -> None:
+        """The folder holds another run: nothing in it was changed. Exit 2."""
+        self.exit_code = 2
+        stderr(f"error: {e}")
+        if not in_multirun():
+            sys.exit(2)
+        if rank0:
+            note_refusal(out, str(e))  # beside the job's folder: the sweep summary counts it failed
+
+    def mistake(self, out: Path, e: Exception, mark: bool) -> None:
+        """A mistake in the config or the data: one line, FAILED (when `mark`), exit 2."""
+        self.exit_code = 2
+        if mark:
+            mark_failed(out, e, f"error: {e}")
+        stderr(f"error: {e}")
+        if not in_multirun():
+            sys.exit(2)
+
+    def killed(self, out: Path, e: BaseException, rank0: bool) -> NoReturn:
+        """A signal: requeued by the scheduler (REQUEUED, not FAILED), or stopped (FAILED naming the
+        resume command). Exit 128 + the signal (or the code submitit's requeue asks for)."""
+        signum = self.signum or getattr(e, "signum", None) or signal.SIGTERM
+        code = self.exit_code = exit_code(signum)
+        if (requeued := self.requeue_note(out, signum, self.trainer)) is not None:
+            log.warning(requeued)  # not FAILED: the scheduler runs it again, into this folder
+            sys.exit(signal_exit_code(self.requeue_exit or code, rank0))
+        note = self.failure_note(out, signum, self.trainer)
+        if rank0:
+            mark_failed(out, e, note)
+        stderr(note)
+        if in_multirun():
+            from experiments.sweep import write_summary
+
+            write_summary(out.parent)  # a killed sweep still leaves its table
+        sys.exit(signal_exit_code(code, rank0))
+
+    def crashed(self, out: Path, e: Exception, rank0: bool) -> bool:
+        """A bug, or another rank of the run lost (lost_rank_note says how to go on): FAILED with the
+        traceback, exit 1. True when the sweep goes on; False: re-raise it."""
+        self.exit_code = 1
+        lost = lost_rank(e)
+        self.closing = lost is not None
+        first = lost_rank_note(out, lost, self.trainer) if lost else f"{type(e).__name__}: {e}"
+        if lost:
+            log.error(first)  # in the rank's log too: FAILED goes once a requeue has continued the run
+        if rank0:
+            mark_failed(out, e, first)
+        if not in_multirun():
+            return False
+        log.exception("job failed; the sweep goes on (see %s)", out / "FAILED")
+        return True
 
 
 def stop_together():
@@ -101,40 +270,6 @@ def stop_together():
                 request_graceful_stop(trainer)
 
     return StopTogether()
-
-
-def install_signal_handlers() -> dict:
-    """SIGTERM and SIGINT end the run through `_on_signal` (main thread only, as Python requires);
-    in a submitit job its requeue signal (USR2) too: the step ends first, then submitit's own handler
-    requeues the job (`requeue_note`). Returns the handlers they replace, for
-    `restore_signal_handlers` once the run is over."""
-    STATE.signum, STATE.trainer, STATE.fitting, STATE.testing, STATE.final_lines = None, None, False, False, []
-    STATE.exit_code, STATE.requeue, STATE.requeued, STATE.not_requeued = 0, None, False, ""
-    STATE.requeue_exit = None
-    STATE.closing = False
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    # Lightning's SIGTERM/USR1 handlers log at INFO inside the handler: not at this level
-    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
-    signals = [signal.SIGTERM, signal.SIGINT]
-    previous = {}
-    if os.environ.get("SUBMITIT_EXECUTOR") and callable(signal.getsignal(signal.SIGUSR2)):
-        STATE.requeue = signal.getsignal(signal.SIGUSR2)
-        signals.append(signal.SIGUSR2)
-        previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, signal.SIG_DFL)  # submitit's logs in the handler
-    return previous | {sig: signal.signal(sig, _on_signal) for sig in signals}
-
-
-def restore_signal_handlers(previous: dict) -> None:
-    if STATE.requeued:  # this attempt is over: SLURM's SIGTERM/SIGCONT that end it find `_on_signal`, silent
-        previous = {}
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-    STATE.trainer = None
-
-
-def received_signal() -> int | None:
-    return STATE.signum
 
 
 def resume_checkpoint(out: Path) -> Path | None:
@@ -201,62 +336,6 @@ def slurm_requeued() -> bool:
     return restarts is not None and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
 
-def requeue_note(out: Path, signum: int, trainer) -> str | None:
-    """If SLURM continues this run in a new attempt, the line that says so (also appended to
-    REQUEUED in the run folder, which the sweep summary counts); else None (the run has stopped).
-
-    USR2 in a submitit job: submitit's handler checkpoints the job and requeues it (rank 0; the
-    other ranks end with it), unless the job has timed out `max_num_timeout` times. SIGTERM: SLURM
-    itself requeued the job (`scontrol requeue`, preemption)."""
-    how = None
-    if signum == signal.SIGUSR2 and STATE.requeue is not None:
-        # SLURM ends the attempt (SIGTERM) as soon as `scontrol requeue` has requeued it, which can be
-        # before that command has returned here: from now on `_on_signal` lets the close go on
-        STATE.requeued = True
-        try:
-            STATE.requeue(signum, None)  # submitit: pickle the job, `scontrol requeue`, then SystemExit
-        except SystemExit as e:  # its local executor requeues on the exit code it gives: keep that one
-            STATE.requeue_exit = e.code if isinstance(e.code, int) and e.code > 0 else None
-        except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError: not requeued
-            STATE.requeued = False
-            STATE.not_requeued = str(e).strip().rstrip(".")
-            return None
-        how = "requeued by submitit (preempted or at its time limit)"
-    elif signum == signal.SIGTERM and slurm_requeued():
-        how = "requeued by SLURM"
-    if how is None:
-        return None
-    STATE.requeued = True
-    where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
-    saved = resume_checkpoint(out)
-    then = "the next attempt continues from checkpoints/last.ckpt" if saved else "the next attempt starts it again"
-    note = f"{signal.Signals(signum).name}{where}: {how}; {then} in this folder and W&B run"
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID", "?")
-    if (trainer.global_rank if trainer is not None else int(os.environ.get("SLURM_PROCID", "0"))) != 0:
-        return note  # one line per requeue: rank 0's
-    try:
-        with open(out / "REQUEUED", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} job {job}: {note}\n")
-    except OSError:
-        pass
-    return note
-
-
-def failure_note(out: Path, signum: int | None, trainer) -> str:
-    """The first line of FAILED for a killed run: what stopped it, where, and how to go on."""
-    name = signal.Signals(signum).name if signum else "a signal"
-    if STATE.not_requeued:
-        name += f" ({STATE.not_requeued})"
-    where = ""
-    if trainer is not None and STATE.testing:  # training (if any) had ended: say so, not "at epoch N"
-        where = f" in the test pass (after step {trainer.global_step})"
-    elif trainer is not None:
-        where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"
-    saved = resume_checkpoint(out)
-    how = f"resume with: {resume_command(out)}" if saved else "no checkpoint was written yet; start it again"
-    return f"killed by {name}{where}; {how}"
-
-
 def signal_exit_code(code: int, rank0: bool) -> int:
     """The exit code of a run a signal ended. A rank other than 0 of a SLURM step exits 0: the
     signal reached every rank, rank 0 reports the ending, and srun's --kill-on-bad-exit (the SLURM
@@ -309,74 +388,6 @@ def lost_rank_note(out: Path, reason: str, trainer) -> str:
 
 def stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-# -- the ways a run ends (experiments.run.run_safely calls one of them) -----------------------------
-# Each sets STATE.exit_code: the W&B run is closed with it, and a sweep's job ends its process with
-# it (experiments_launcher). In a sweep, a failed job returns (the sweep goes on; its summary and
-# exit code say the job failed); a single run exits.
-
-
-def succeeded() -> None:
-    """metrics.json is written: the last lines a user sees, after the W&B run is closed."""
-    for line in STATE.final_lines:
-        print(line, flush=True)
-
-
-def refused(out: Path, e: Exception, rank0: bool) -> None:
-    """The folder holds another run: nothing in it was changed. Exit 2."""
-    STATE.exit_code = 2
-    stderr(f"error: {e}")
-    if not in_multirun():
-        sys.exit(2)
-    if rank0:
-        note_refusal(out, str(e))  # beside the job's folder: the sweep summary counts it failed
-
-
-def mistake(out: Path, e: Exception, mark: bool) -> None:
-    """A mistake in the config or the data: one line, FAILED (when `mark`), exit 2."""
-    STATE.exit_code = 2
-    if mark:
-        mark_failed(out, e, f"error: {e}")
-    stderr(f"error: {e}")
-    if not in_multirun():
-        sys.exit(2)
-
-
-def killed(out: Path, e: BaseException, rank0: bool) -> NoReturn:
-    """A signal: requeued by the scheduler (REQUEUED, not FAILED), or stopped (FAILED naming the
-    resume command). Exit 128 + the signal (or the code submitit's requeue asks for)."""
-    signum = received_signal() or getattr(e, "signum", None) or signal.SIGTERM
-    code = STATE.exit_code = exit_code(signum)
-    if (requeued := requeue_note(out, signum, STATE.trainer)) is not None:
-        log.warning(requeued)  # not FAILED: the scheduler runs it again, into this folder
-        sys.exit(signal_exit_code(STATE.requeue_exit or code, rank0))
-    note = failure_note(out, signum, STATE.trainer)
-    if rank0:
-        mark_failed(out, e, note)
-    stderr(note)
-    if in_multirun():
-        from experiments.sweep import write_summary
-
-        write_summary(out.parent)  # a killed sweep still leaves its table
-    sys.exit(signal_exit_code(code, rank0))
-
-
-def crashed(out: Path, e: Exception, rank0: bool) -> bool:
-    """A bug, or another rank of the run lost (lost_rank_note says how to go on): FAILED with the
-    traceback, exit 1. True when the sweep goes on; False: re-raise it."""
-    STATE.exit_code = 1
-    lost = lost_rank(e)
-    STATE.closing = lost is not None
-    first = lost_rank_note(out, lost, STATE.trainer) if lost else f"{type(e).__name__}: {e}"
-    if lost:
-        log.error(first)  # in the rank's log too: FAILED goes once a requeue has continued the run
-    if rank0:
-        mark_failed(out, e, first)
-    if not in_multirun():
-        return False
-    log.exception("job failed; the sweep goes on (see %s)", out / "FAILED")
-    return True
 
 
 def in_multirun() -> bool:

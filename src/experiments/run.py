@@ -1,12 +1,13 @@
 """The one run loop every task shares: build, fit if the task trains, test, write the evidence.
 
-    run_safely(cfg) -> run(cfg) -> the value of `optimized_metric` (for a sweeper)
+    run_safely(cfg) -> run(cfg, ending) -> RunRecord (metrics.json; a sweeper reads its value)
 
 `run_safely` ends every run honestly (experiments/lifecycle.py): a mistake in the config or the
 data is one line on stderr, FAILED in the run folder and exit 2; a kill leaves a checkpoint, a
 FAILED naming the resume command and exit 128 + signal; no metrics.json is ever written for a
 failed run; the W&B run is always closed with the run's exit code, so each job of a sweep gets
-its own and a failed run shows as failed.
+its own and a failed run shows as failed. How this run is ending is one `lifecycle.RunEnding`,
+made by `run_safely` and handed to the stages that change it (no module-level state).
 """
 
 from __future__ import annotations
@@ -260,17 +261,18 @@ def test_checkpoint(cfg: DictConfig, trainer, start_from: str | None) -> str | N
     return ckpt
 
 
-def run(cfg: DictConfig) -> RunRecord:
-    """Build the parts, fit if the task trains, test, record: each stage is one function below."""
+def run(cfg: DictConfig, ending: lifecycle.RunEnding) -> RunRecord:
+    """Build the parts, fit if the task trains, test, record: each stage is one function below.
+    `ending` hears where a signal would land (fit, test) and the lines a successful run ends with."""
     start = time.time()
     out = prepare(cfg)
     parts = build_parts(cfg)
     start_from = starting_point(cfg, out, parts)
     trainer, loggers = build_trainer(cfg, parts)
-    metrics: dict[str, float] = fit(trainer, parts, start_from) if cfg.train else {}
+    metrics: dict[str, float] = fit(trainer, parts, start_from, ending) if cfg.train else {}
     stopped = any(isinstance(c, EndsRunEarly) and c.stopped_early() for c in parts.callbacks)  # a pruned trial
     if cfg.test and not stopped:
-        metrics |= test(trainer, parts, test_checkpoint(cfg, trainer, start_from))
+        metrics |= test(trainer, parts, test_checkpoint(cfg, trainer, start_from), ending)
     log_final_metrics(loggers, cfg, metrics)  # TensorBoard's HParams tab: what differs and the final numbers
     record = make_record(cfg, out, trainer, parts.model, metrics, "pruned" if stopped else "ok", time.time() - start)
     if record.model_info:
@@ -279,7 +281,7 @@ def run(cfg: DictConfig) -> RunRecord:
     if trainer.world_size > 1:  # each rank says what it holds: the reduced metrics agree
         log.info("rank %d: %s = %s", trainer.global_rank, cfg.optimized_metric, record.value)
     if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
-        keep(record, out, parts.callbacks, cfg)
+        ending.final_lines = keep(record, out, parts.callbacks, cfg)
     return record
 
 
@@ -303,21 +305,17 @@ def starting_point(cfg: DictConfig, out: Path, parts: Parts) -> str | None:
     return start_from
 
 
-def fit(trainer, parts: Parts, start_from: str | None) -> dict[str, float]:
+def fit(trainer, parts: Parts, start_from: str | None, ending: lifecycle.RunEnding) -> dict[str, float]:
     """Train; the metrics the fit ended with (those of the checkpoint when a resume had no epoch left)."""
-    lifecycle.STATE.trainer, lifecycle.STATE.fitting = trainer, True  # a signal now stops after the step
-    try:
+    with ending.stage("fit", trainer):  # a signal now stops after the step in progress
         trainer.fit(parts.model, datamodule=parts.datamodule, ckpt_path=start_from)
-    finally:
-        lifecycle.STATE.fitting = False
     return {**parts.history.restored, **collect_metrics(trainer)}
 
 
-def test(trainer, parts: Parts, weights: str | None) -> dict[str, float]:
+def test(trainer, parts: Parts, weights: str | None, ending: lifecycle.RunEnding) -> dict[str, float]:
     """The test pass (and the analyses that run in it) on `weights`; the metrics it logged."""
-    lifecycle.STATE.trainer, lifecycle.STATE.testing = trainer, True
-    trainer.test(parts.model, datamodule=parts.datamodule, ckpt_path=weights)
-    lifecycle.STATE.testing = False
+    with ending.stage("test", trainer):  # a kill now is named "in the test pass"
+        trainer.test(parts.model, datamodule=parts.datamodule, ckpt_path=weights)
     return collect_metrics(trainer)
 
 
@@ -338,27 +336,29 @@ def make_record(cfg: DictConfig, out: Path, trainer, model, metrics: dict, statu
     )
 
 
-def keep(record: RunRecord, out: Path, callbacks: list, cfg: DictConfig) -> None:
-    """Rank 0: metrics.json, the callbacks that wait for it told, the last lines a user sees."""
+def keep(record: RunRecord, out: Path, callbacks: list, cfg: DictConfig) -> list[str]:
+    """Rank 0: metrics.json, the callbacks that wait for it told; returns the last lines a user sees."""
     record.write(out)
     (out / "FAILED").unlink(missing_ok=True)  # an earlier attempt of this run failed; this one did not
     for c in callbacks:
         if isinstance(c, HearsRecord):
             c.record_written(record)  # e.g. the Optuna trial's study hears how it ended
     # printed once the W&B run is closed: the metric, where the evidence is, the dashboards' commands
-    lifecycle.STATE.final_lines = [*final_lines(cfg, out, record.value), *comparison_line(cfg, record.value)]
+    return [*final_lines(cfg, out, record.value), *comparison_line(cfg, record.value)]
 
 
-def run_safely(cfg: DictConfig) -> RunRecord | None:
+def run_safely(cfg: DictConfig) -> RunRecord | lifecycle.JobFailed:
     """run(cfg), ending in one of three honest ways (experiments/lifecycle.py: each way is one
-    function there), in a folder that holds this run alone (experiments/run_folder.py). In a sweep a
-    failed job is recorded and the sweep goes on to the next (the summary lists it)."""
+    method of the run's `RunEnding`), in a folder that holds this run alone (experiments/run_folder.py).
+    In a sweep a failed job is recorded and the sweep goes on to the next (the summary lists it): it
+    returns JobFailed with the run's exit code."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     out = Path(cfg.paths.output_dir)
     folder = RunFolder(out)
     rank0 = global_rank() == 0  # other ranks share the folder rank 0 claims, and only read it
-    previous_handlers = lifecycle.install_signal_handlers()
+    ending = lifecycle.RunEnding()
+    previous_handlers = ending.install_signal_handlers()
     state, recorded = None, False
     try:
         if rank0:
@@ -371,24 +371,24 @@ def run_safely(cfg: DictConfig) -> RunRecord | None:
         if rank0:
             folder.write_record(cfg)
             recorded = True
-        record = run(cfg)
+        record = run(cfg, ending)
     except FolderTaken as e:
-        lifecycle.refused(out, e, rank0)
-        return None
+        ending.refused(out, e, rank0)
+        return lifecycle.JobFailed(ending.exit_code)
     except ConfigError as e:  # a continued run whose new settings were refused stays unchanged
-        lifecycle.mistake(out, e, mark=rank0 and (recorded or state == "new"))
-        return None
+        ending.mistake(out, e, mark=rank0 and (recorded or state == "new"))
+        return lifecycle.JobFailed(ending.exit_code)
     except (SIGTERMException, lifecycle.Killed, KeyboardInterrupt) as e:
-        lifecycle.killed(out, e, rank0)
+        ending.killed(out, e, rank0)
     except Exception as e:
-        if not lifecycle.crashed(out, e, rank0):
+        if not ending.crashed(out, e, rank0):
             raise
-        return None
+        return lifecycle.JobFailed(ending.exit_code)
     finally:
         folder.release()
-        finish_wandb(exit_code=lifecycle.STATE.exit_code)
-        lifecycle.restore_signal_handlers(previous_handlers)
-    lifecycle.succeeded()
+        finish_wandb(exit_code=ending.exit_code)
+        ending.restore_signal_handlers(previous_handlers)
+    ending.succeeded()
     return record
 
 

@@ -47,14 +47,16 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 NEVER_STARTS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "ReqNodeNotAvail", "InvalidAccount")
 
 
-def failed_exit_code() -> int:
-    """The exit code of the run this job process just ran, if it failed (experiments.run.run_safely
-    records it; a sweep's failed run returns normally so that the launcher gets its result)."""
-    try:
-        from experiments import lifecycle
-    except ImportError:
+def failed_exit_code(ret: Any) -> int:
+    """The exit code of the run this job process just ran, if it failed: a sweep's failed run returns
+    normally, so that the launcher gets its result, with its code (experiments.lifecycle.JobFailed,
+    returned by experiments.run.run_safely); 0 for any other result."""
+    from experiments.lifecycle import JobFailed
+
+    if ret.status.name != "COMPLETED":
         return 0
-    return int(getattr(lifecycle.STATE, "exit_code", 0) or 0)
+    value = ret.return_value
+    return value.exit_code if isinstance(value, JobFailed) else 0
 
 
 def hand_back(result: Any) -> None:
@@ -221,7 +223,7 @@ if _SlurmLauncher is not None:
 
         def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:  # in the job
             ret = super().__call__(*args, **kwargs)  # type: ignore[misc]  # the submitit launcher's
-            code = failed_exit_code() or (1 if ret.status == JobStatus.FAILED else 0)
+            code = failed_exit_code(ret) or (1 if ret.status == JobStatus.FAILED else 0)
             if code:
                 if ret.status == JobStatus.FAILED:  # an error outside the run loop: the launcher logs it
                     ret = JobReturn(overrides=ret.overrides, status=JobStatus.COMPLETED)
