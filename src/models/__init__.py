@@ -4,6 +4,7 @@ from .clip_module import ClipModule, ClipZeroShot
 from .resnet_module import ResNetClassifier
 from .vae import ConvVAE, kl_divergence, reconstruction_loss
 from .vae_module import VAEModule, kl_weight
+from .vit import ViT
 from .vit_module import ViTClassifier
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "ResNetClassifier",
     "ConvVAE",
     "VAEModule",
+    "ViT",
     "ViTClassifier",
     "kl_divergence",
     "kl_weight",

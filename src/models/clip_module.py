@@ -1,28 +1,24 @@
-"""open_clip models: loading (offline-aware), embedding, and contrastive training.
+"""CLIP's LightningModule: an open_clip model (models/clip.py) used zero-shot, or trained here first.
 
 Without `finetune` an open_clip model is used as it is (zero-shot). With it, the model is trained
 first on image-caption pairs made from a labelled data set: each image's caption is one of
 `train_templates` filled with its class name, drawn anew every step; the loss is open_clip's own
 `ClipLoss` (symmetric InfoNCE) at a learned or fixed temperature. `finetune=scratch` builds the
-two towers from nothing from `scratch` keys (an open_clip model config, registered with
-`open_clip.add_model_config` and built by `open_clip.create_model`, as a JSON config would be);
-`finetune=full` trains every weight of a loaded model.
+two towers from nothing from `scratch` keys; `finetune=full` trains every weight of a loaded model.
 
 `partner=image` is the same-modality control (Fahim et al. 2024): the text tower is replaced by a
 second image tower of the same shape, and the pair of an image is a second random augmentation
 of the same image, through the other tower.
+
+Loading, scratch configs, captions and text embeddings live in models/clip.py; here: the data
+set's classes, the training and validation steps, and the test pass's embeddings.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -30,153 +26,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from private_api import open_clip_vision_tower
-
-from .finetuning import build_optimizer, check_mode
-from .hub import hub_offline
+from .clip import (
+    FINETUNE_MODES,
+    MAX_LOGIT_SCALE,
+    PARTNERS,
+    TRAIN_TEMPLATES,
+    build_clip,
+    caption_tokens,
+    encode_texts,
+    image_side,
+    parameter_groups,
+    second_image_tower,
+    two_views,
+)
+from .finetuning import build_optimizer, check_mode, freeze
 from .inference import bf16_on_gpu
 
 log = logging.getLogger(__name__)
-
-FINETUNE_MODES = ("full", "scratch")
-PARTNERS = ("text", "image")
-TRAIN_TEMPLATES = (  # model.train_templates in conf/model/clip.yaml (tests/experiments/test_one_home.py)
-    "a photo of a {}.",
-    "a picture of a {}.",
-    "an image of a {}.",
-    "a close-up photo of a {}.",
-    "a small photo of the {}.",
-    "a photo of the {}.",
-    "a good picture of a {}.",
-    "this is a {}.",
-)
-MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned logit scale at 100 (temperature 0.01)
-
-
-def load_clip(name: str, pretrained: str | None, model_config: str | None = None):
-    """(model, tokenizer) from open_clip. `pretrained`: an open_clip tag ('openai', 'laion2b_...'),
-    a local checkpoint file, or None for random weights. `model_config`: a JSON model config to
-    register first (its file name, without .json, is then a valid `name`)."""
-    import open_clip
-
-    if model_config:
-        if not Path(model_config).is_file():
-            raise FileNotFoundError(f"model.model_config={model_config} does not exist")
-        open_clip.add_model_config(model_config)
-    if name not in open_clip.list_models():
-        raise ValueError(
-            f"model.name={name!r} is not an open_clip model (see open_clip.list_models(), or set model.model_config)"
-        )
-    is_file = pretrained is not None and Path(pretrained).is_file()
-    if pretrained and not is_file:
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        if pretrained not in tags:
-            raise ValueError(
-                f"model.pretrained={pretrained!r}: not a file and not a tag of {name} ({', '.join(tags) or 'none'})"
-            )
-        hub_offline()  # without a network: fail at once unless cached, not after ~46 s of retries
-    try:
-        with quiet_open_clip(logging.WARNING if pretrained is None else logging.INFO):  # random weights: asked for
-            model = open_clip.create_model(name, pretrained=pretrained)
-            tokenizer = open_clip.get_tokenizer(name)
-    except Exception as e:  # noqa: BLE001
-        raise RuntimeError(
-            f"could not load open_clip {name} with pretrained={pretrained} "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            f"Offline: set model.pretrained=PATH to a local checkpoint, or model.pretrained=null for random weights"
-        ) from e
-    return model.eval(), tokenizer
-
-
-@contextmanager
-def quiet_open_clip(level: int = logging.INFO) -> Iterator[None]:
-    """open_clip logs every step of building a model at INFO on the root logger: not for a user."""
-    logging.disable(level)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def scratch_config(
-    embed_dim: int = 512,
-    image_size: int = 224,
-    patch_size: int = 32,
-    vision_width: int = 768,
-    vision_layers: int = 12,
-    vision_head_width: int = 64,
-    text_width: int = 512,
-    text_heads: int = 8,
-    text_layers: int = 12,
-    context_length: int = 77,
-    temperature: float = 0.07,
-) -> dict:
-    """An open_clip model config (the schema of open_clip's model_configs/*.json) from the keys of
-    `model.scratch` (defaults: ViT-B-32's shape), checked so that a bad key fails now, naming
-    itself. `temperature` sets the config's init_logit_scale (log 1/temperature)."""
-    sizes = {"embed_dim": embed_dim, "image_size": image_size, "patch_size": patch_size}
-    sizes.update({"vision_width": vision_width, "vision_layers": vision_layers, "vision_head_width": vision_head_width})
-    sizes.update({"text_width": text_width, "text_heads": text_heads, "text_layers": text_layers})
-    sizes["context_length"] = context_length
-    for key, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"model.scratch.{key} must be a positive integer, got {value!r}")
-    if image_size % patch_size:
-        raise ValueError(
-            f"model.scratch.patch_size={patch_size} does not divide model.scratch.image_size={image_size}: "
-            "the patches must tile the image"
-        )
-    if vision_width % vision_head_width:
-        raise ValueError(
-            f"model.scratch.vision_head_width={vision_head_width} does not divide "
-            f"model.scratch.vision_width={vision_width}: each head takes vision_head_width dimensions"
-        )
-    if text_width % text_heads:
-        raise ValueError(
-            f"model.scratch.text_heads={text_heads} does not divide model.scratch.text_width={text_width}: "
-            "each head takes text_width / text_heads dimensions"
-        )
-    return {
-        "embed_dim": embed_dim,
-        "init_logit_scale": math.log(1.0 / temperature),
-        "vision_cfg": {
-            "image_size": image_size,
-            "patch_size": patch_size,
-            "width": vision_width,
-            "layers": vision_layers,
-            "head_width": vision_head_width,
-        },
-        "text_cfg": {
-            "context_length": context_length,
-            "vocab_size": 49408,  # open_clip's BPE tokenizer (it ships with the package)
-            "width": text_width,
-            "heads": text_heads,
-            "layers": text_layers,
-        },
-    }
-
-
-def register_config(config: dict, stem: str = "clip_scratch") -> tuple[str, str]:
-    """Write an open_clip model config as JSON and register it: (model name, file). The name carries
-    a hash of the config, so two different configs in one process never share a name."""
-    text = json.dumps(config, indent=2, sort_keys=True)
-    name = f"{stem}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-    path = Path(tempfile.mkdtemp(prefix="open_clip_config_")) / f"{name}.json"
-    path.write_text(text)
-    return name, str(path)
-
-
-def two_views(x: torch.Tensor, scale: tuple[float, float] = (0.7, 1.0), shift: float = 0.15) -> torch.Tensor:
-    """A random augmentation per image, batched on the device: zoom (scale of the crop), shift (as a
-    fraction of the side) and horizontal flip, one affine resampling."""
-    n = x.shape[0]
-    s = torch.empty(n, device=x.device).uniform_(*scale)
-    flip = torch.where(torch.rand(n, device=x.device) < 0.5, -1.0, 1.0)
-    t = torch.empty(n, 2, device=x.device).uniform_(-shift, shift)
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = s * flip, s, t
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def check_settings(finetune: str | None, partner: str, temperature: float, templates: list[str]) -> None:
@@ -222,32 +88,17 @@ class ClipModule(pl.LightningModule):
         self.finetune, self.partner, self.optimizer_factory = finetune, partner, optimizer
         self.train_templates = templates
         self.learn_temperature = learn_temperature
-        if finetune == "scratch":
-            config = scratch_config(**{**(scratch or {}), "temperature": temperature})
-            name, path = register_config(config)
-            self.model, self.tokenizer = load_clip(name, None, path)
-            self.model_name, self.open_clip_config = name, config
-        else:
-            if not name:
-                raise ValueError(
-                    "model.name is not set: give an open_clip architecture, or train from nothing with finetune=scratch"
-                )
-            self.model, self.tokenizer = load_clip(name, pretrained, model_config)
-            self.model_name = name
-            import open_clip
-
-            self.open_clip_config = open_clip.get_model_config(name)
+        loaded = build_clip(name, pretrained, model_config, finetune, scratch, temperature)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.model_name, self.open_clip_config = loaded.name, loaded.config
         if finetune is not None:
             with torch.no_grad():  # the loss temperature: the model's logit scale, log(1 / temperature)
                 self.model.logit_scale.fill_(math.log(1.0 / temperature))
         if partner == "image":
             self.model.transformer = None  # the text tower is not used; a second image tower takes its place
-            self.partner_tower = open_clip_vision_tower(
-                self.open_clip_config["embed_dim"], self.open_clip_config["vision_cfg"]
-            )
+            self.partner_tower = second_image_tower(self.open_clip_config)
         trains = finetune is not None
-        for p in self.parameters():
-            p.requires_grad = trains
+        freeze(self, [] if trains else [self])  # both modes train every weight; zero-shot none
         self.model.logit_scale.requires_grad = trains and learn_temperature
         self.model.train(trains)  # Lightning keeps each module's mode: a model that trains must start in train mode
         self.loss: Any = None  # open_clip's ClipLoss, made in setup() once the world size is known
@@ -262,8 +113,7 @@ class ClipModule(pl.LightningModule):
     # -- what the model is ---------------------------------------------------------------------
     @property
     def image_size(self) -> int:
-        size = self.model.visual.image_size
-        return size[0] if isinstance(size, (tuple, list)) else int(size)
+        return image_side(self.model)
 
     def run_info(self) -> dict:
         """What the run records about the model (contracts.ReportsRunInfo)."""
@@ -305,9 +155,7 @@ class ClipModule(pl.LightningModule):
             return
         self.classes = [str(c) for c in getattr(datamodule, "classes", [])]
         if self.partner == "text":
-            texts = [t.format(c) for c in self.classes for t in self.train_templates]
-            tokens = self.tokenizer(texts)
-            self.caption_tokens = tokens.view(len(self.classes), len(self.train_templates), -1).to(self.device)
+            self.caption_tokens = caption_tokens(self.tokenizer, self.classes, self.train_templates).to(self.device)
 
     def setup(self, stage: str) -> None:
         if self.finetune is not None and self.loss is None:
@@ -342,15 +190,9 @@ class ClipModule(pl.LightningModule):
             b = self.partner_tower(x).float()
         return F.normalize(a, dim=-1), F.normalize(b, dim=-1)
 
-    @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised text embeddings (len(texts), D)."""
-        out = []
-        for i in range(0, len(texts), 256):
-            tokens = self.tokenizer(list(texts[i : i + 256])).to(self.device)
-            with bf16_on_gpu(self.device):
-                out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
-        return torch.cat(out).numpy()
+        return encode_texts(self.model, self.tokenizer, texts, self.device)
 
     def test_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(normalised image embeddings, labels) of the test split, gathered by the test pass."""
@@ -430,11 +272,7 @@ class ClipModule(pl.LightningModule):
     def configure_optimizers(self):
         if self.finetune is None:
             return None  # zero-shot: nothing trains
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if p.requires_grad:  # as open_clip's training: no weight decay on gains, biases and the logit scale
-                (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-        return build_optimizer(self.optimizer_factory, [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        return build_optimizer(self.optimizer_factory, parameter_groups(self.named_parameters()))
 
     # -- the test pass -------------------------------------------------------------------------
     def on_test_epoch_start(self):

@@ -154,7 +154,7 @@ def test_bad_ablation_fails_in_seconds_stating_the_range(tmp_path, blocks, messa
 def test_clip_run_with_a_tiny_saved_model(tmp_path, run_experiment):
     import torch
 
-    from models.clip_module import load_clip
+    from models.clip import load_clip
 
     config = tmp_path / "tiny-clip-e2e.json"
     config.write_text(
@@ -274,7 +274,7 @@ def test_clip_trains_and_the_saved_model_loads_back_with_the_same_zero_shot_accu
 def test_clip_fine_tunes_every_weight_of_a_saved_model(tmp_path, run_experiment):
     import torch
 
-    from models.clip_module import load_clip, register_config, scratch_config
+    from models.clip import load_clip, register_config, scratch_config
 
     name, config = register_config(scratch_config(**TINY_CLIP_SCRATCH), stem="tiny_clip_full")
     saved, _ = load_clip(name, None, config)
@@ -344,7 +344,7 @@ def torch_load(path):
 
 
 def test_clip_presets_compose_to_what_they_promise(compose_cfg):
-    from models.clip_module import scratch_config
+    from models.clip import scratch_config
 
     cfg = compose_cfg("experiment=clip_scratch_fashion_mnist")
     assert (cfg.train, _finetune(cfg), cfg.monitor) == (True, "scratch", "val/zeroshot_top1")
@@ -541,7 +541,7 @@ def test_vit_finetune_preset_replaces_a_saved_models_head_and_keeps_its_frozen_b
 
 
 def test_vit_presets_compose_to_what_they_promise(compose_cfg):
-    from models.vit_module import scratch_config
+    from models.vit import scratch_config
 
     cfg = compose_cfg("experiment=vit_scratch_fashion_mnist")
     assert (cfg.train, _finetune(cfg), cfg.data._target_) == (True, "scratch", "datamodules.FashionMNISTDataModule")

@@ -8,7 +8,7 @@ import torch
 from tiny_models import TINY_CLIP_SCRATCH
 
 from models import ClipZeroShot
-from models.clip_module import load_clip
+from models.clip import load_clip
 
 TINY = {
     "embed_dim": 32,
@@ -88,7 +88,7 @@ def small_clip(**kwargs):
 
 
 def test_scratch_config_is_an_open_clip_config_and_bad_keys_name_themselves():
-    from models.clip_module import register_config, scratch_config
+    from models.clip import register_config, scratch_config
 
     config = scratch_config(**TINY_CLIP_SCRATCH, temperature=0.05)
     assert config["vision_cfg"] == {"image_size": 28, "patch_size": 7, "width": 32, "layers": 1, "head_width": 16}
@@ -144,7 +144,7 @@ def test_a_fixed_temperature_stays_and_a_learned_one_moves_within_clip_s_clamp()
 
 
 def test_two_views_are_independent_augmentations_of_each_image():
-    from models.clip_module import two_views
+    from models.clip import two_views
 
     torch.manual_seed(0)
     x = torch.rand(64, 3, 28, 28)

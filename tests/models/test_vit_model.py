@@ -8,7 +8,7 @@ import torch
 from tiny_models import MEAN, STD, save_tiny_vit
 
 from models import ViTClassifier
-from models.vit_module import resolve_labels, scratch_config
+from models.vit import resolve_labels, scratch_config
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_grey_and_other_sizes_are_brought_to_the_models_input(tiny):
 def test_a_pass_without_attention_maps_is_refused_rather_than_silently_empty(tmp_path, monkeypatch):
     save_tiny_vit(tmp_path)
     module = ViTClassifier(str(tmp_path))
-    monkeypatch.setattr(type(module), "eager_attention", lambda self: contextlib.nullcontext())  # SDPA stays on
+    monkeypatch.setattr(type(module.model), "eager_attention", lambda self: contextlib.nullcontext())  # SDPA stays on
     with pytest.raises(RuntimeError, match="eager"):
         module.infer(torch.rand(1, 3, 32, 32))
 
