@@ -256,5 +256,5 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
             "patch_mean": out["patch_mean"],
             "labels": y,
             "dataset_scores": scores,
-            "rollouts": {},  # filled by the analyses that need rollout maps (analysis.vit_callbacks.rollout_maps)
+            "rollouts": {},  # filled by the analyses that need rollout maps (analysis.vit_steps.rollout_maps)
         }

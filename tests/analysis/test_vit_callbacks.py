@@ -7,7 +7,8 @@ import torch
 
 from analysis import attention as A
 from analysis.contracts import AttentionStep
-from analysis.vit_callbacks import AttentionMaps, PatchMasking
+from analysis.vit_attention_callbacks import AttentionMaps
+from analysis.vit_masking_callbacks import PatchMasking
 
 SIDE, PATCH = 4, 8  # a 4x4 grid of 8-pixel patches: 32 px images, 16 patches
 
