@@ -44,7 +44,7 @@ def main() -> None:
     import open_clip
 
     from datamodules import FashionMNISTDataModule
-    from models.clip_module import MAX_LOGIT_SCALE, load_clip, register_config, scratch_config
+    from models.clip import MAX_LOGIT_SCALE, load_clip, register_config, scratch_config
 
     cfg = compose(*preset)
     lr, wd = cfg.model.optimizer.lr, cfg.model.optimizer.weight_decay

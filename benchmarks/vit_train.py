@@ -34,7 +34,7 @@ def main() -> None:
     settings = {"model": "vit_scratch_fashion_mnist", "batch_size": args.batch_size, "warmup_steps": args.warmup}
     settings.update({"steps_per_window": args.steps, "windows": args.repeats})
 
-    from models.vit_module import scratch_config
+    from models.vit import scratch_config
 
     cfg = compose(*preset)
     lr = cfg.model.optimizer.lr
