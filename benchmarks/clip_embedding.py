@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from harness import accelerator, arguments, conclude, rate, time_framework, timed_windows
+from harness import accelerator, arguments, compose, conclude, rate, time_framework, timed_windows
 
 TINY_CLIP = {  # a tiny open_clip config for --tiny (as the tests' tiny model)
     "embed_dim": 32,
@@ -49,14 +49,12 @@ def main() -> None:
         args.steps = 2
     device = torch.device(args.device)
     import open_clip
+    from hydra.utils import instantiate
     from torch.utils.data import DataLoader, Dataset
     from torchvision.transforms import functional as TF
 
-    from models import ClipZeroShot
-
-    module = ClipZeroShot(
-        name=args.model, pretrained=None, model_config=str(tmp / "tiny-clip-bench.json") if args.tiny else None
-    )
+    model_config = str(tmp / "tiny-clip-bench.json") if args.tiny else None
+    module = instantiate(compose("task=clip").model, name=args.model, pretrained=None, model_config=model_config)
     module = module.to(device).eval()
     size = module.image_size
     total = args.warmup + args.steps * args.repeats

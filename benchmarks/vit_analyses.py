@@ -39,11 +39,11 @@ def main() -> None:
     gpu = torch.cuda.is_available()
     p = arguments(__doc__.splitlines()[0], batch_size=64 if gpu else 32, warmup=2, steps=5 if gpu else 2, repeats=3)
     args = p.parse_args()
+    from hydra.utils import instantiate
     from transformers import ViTConfig, ViTForImageClassification
 
     from analysis import attention as A
-    from models import ViTClassifier
-    from models.vit_module import scratch_config
+    from models.vit import scratch_config
 
     if args.tiny:
         args.warmup, args.steps, args.repeats, args.batch_size = 1, 1, 2, 4
@@ -58,7 +58,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
     ViTForImageClassification(config).save_pretrained(folder / "vit")
-    module = ViTClassifier(str(folder / "vit")).to(device).eval()
+    module = instantiate(compose("task=vit").model, name=str(folder / "vit"), _convert_="all").to(device).eval()
     task = compose("task=vit").callbacks.patch_masking
     fractions, trials, structured = list(task.fractions), task.trials, list(task.structured)
     side, patch = module.grid_side, module.patch_size

@@ -39,15 +39,16 @@ class ClipAnalyses(Callback):
 
     def __init__(
         self,
+        *,
         templates: Mapping[str, Sequence[str] | None],
-        pair_template: str = "openai_stl10",
-        train_templates: Sequence[str] | None = None,
-        at_init: bool = True,
-        gap_lambdas: Sequence[float] = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0),
-        procrustes_fit_split: str = "train",
-        tsne_pairs: int = 500,
-        projections: Sequence[str] = ("tsne", "umap"),
-        seed: int = 0,
+        pair_template: str,
+        train_templates: Sequence[str] | None,
+        at_init: bool,
+        gap_lambdas: Sequence[float],
+        procrustes_fit_split: str,
+        tsne_pairs: int,
+        projections: Sequence[str],
+        seed: int,
     ):
         sets: dict[str, list[str]] = {k: list(v) for k, v in templates.items() if v}  # a set set to null: left out
         if train_templates:
@@ -259,7 +260,7 @@ class ExportOpenClip(Callback):
 
     module_needs = (ExportsOpenClip,)
 
-    def __init__(self, only_trained: bool = True):
+    def __init__(self, *, only_trained: bool):
         self.only_trained = only_trained
 
     def on_test_end(self, trainer, pl_module):
@@ -290,7 +291,7 @@ class SameModalityGap(Callback):
     module_needs = (TwoTowerEmbedder,)
     data_needs = (EvaluationData,)
 
-    def __init__(self, retrieval_images: int = 2000, seed: int = 0):
+    def __init__(self, *, retrieval_images: int, seed: int):
         self.retrieval_images, self.seed = retrieval_images, seed
 
     def numbers(self, a: np.ndarray, b: np.ndarray, prefix: str) -> dict[str, float]:

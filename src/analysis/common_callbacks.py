@@ -21,9 +21,10 @@ class LossCurves(Callback):
 
     def __init__(
         self,
-        metrics: Sequence[str] = ("recon", "kl", "loss", "neg_elbo"),
+        *,
+        metrics: Sequence[str],
         splits: Sequence[str] = ("train", "val"),
-        ylabels: dict[str, str] | None = None,
+        ylabels: dict[str, str] | None,
     ):
         self.metrics, self.splits, self.ylabels = list(metrics), list(splits), dict(ylabels or {})
         self.history: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

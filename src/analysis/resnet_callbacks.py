@@ -25,10 +25,11 @@ class LesionSweep(Callback):
 
     def __init__(
         self,
-        num_images: int | None = 2000,
-        random_trials: int = 3,
-        k_values: Sequence[int] | None = None,
-        seed: int = 0,
+        *,
+        num_images: int | None,
+        random_trials: int,
+        k_values: Sequence[int] | None,
+        seed: int,
     ):
         self.num_images, self.random_trials, self.k_values, self.seed = num_images, random_trials, k_values, seed
 
@@ -115,12 +116,13 @@ class DepthFeatures(Callback):
 
     def __init__(
         self,
-        num_images: int = 2000,
-        projection: str = "tsne",
-        pca_dims: int = 50,
-        knn_k: int = 5,
-        knn_folds: int = 5,
-        seed: int = 0,
+        *,
+        num_images: int,
+        projection: str,
+        pca_dims: int,
+        knn_k: int,
+        knn_folds: int,
+        seed: int,
     ):
         embedding.check_projection(projection, "callbacks.depth_features.projection")
         for key, value, least in (("num_images", num_images, 2), ("pca_dims", pca_dims, 1), ("knn_k", knn_k, 1)):

@@ -22,14 +22,15 @@ class VAEFigures(Callback):
 
     def __init__(
         self,
-        num_images: int = 16,
-        num_points: int = 10000,
-        projection: str = "pca",
-        knn_k: int = 5,
-        knn_folds: int = 5,
-        latent_grid_size: int = 15,
-        latent_grid_quantile: float = 0.05,
-        seed: int = 0,
+        *,
+        num_images: int,
+        num_points: int,
+        projection: str,
+        knn_k: int,
+        knn_folds: int,
+        latent_grid_size: int,
+        latent_grid_quantile: float,
+        seed: int,
     ):
         embedding.check_projection(projection, "callbacks.vae_figures.projection")
         self.num_images, self.num_points, self.projection = num_images, num_points, projection

@@ -34,11 +34,12 @@ class AttentionMaps(Callback):
 
     def __init__(
         self,
-        num_images: int = 2,
-        head_fusions: Sequence[str] = A.HEAD_FUSIONS,
-        colormap: str = "inferno",
-        alpha: float = 0.5,
-        max_images: int | None = 512,
+        *,
+        num_images: int,
+        head_fusions: Sequence[str],
+        colormap: str,
+        alpha: float,
+        max_images: int | None,
     ):
         bad = [f for f in head_fusions if f not in A.HEAD_FUSIONS]
         if bad:

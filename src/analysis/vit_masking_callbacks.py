@@ -35,15 +35,16 @@ class PatchMasking(Callback):
 
     def __init__(
         self,
-        fractions: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9),
-        trials: int = 3,
-        fill: str = "zero",
-        structured: Sequence[str] = A.STRUCTURED_MASKS,
-        saliency: bool = True,
-        head_fusion: str = "mean",
-        discard_ratio: float = 0.9,
-        max_images: int | None = 512,
-        seed: int = 0,
+        *,
+        fractions: Sequence[float],
+        trials: int,
+        fill: str,
+        structured: Sequence[str],
+        saliency: bool,
+        head_fusion: str,
+        discard_ratio: float,
+        max_images: int | None,
+        seed: int,
     ):
         bad = [f for f in fractions if not 0 <= f <= 1]
         if not fractions or bad:

@@ -26,7 +26,7 @@ class ViTPredictions(Callback):
     module_needs = (AttentionInspectable,)
     data_needs = (EvaluationData,)
 
-    def __init__(self, top_k: int = 5, images_per_figure: int = 8, max_figures: int = 4):
+    def __init__(self, *, top_k: int, images_per_figure: int, max_figures: int):
         self.top_k, self.images_per_figure, self.max_figures = top_k, images_per_figure, max_figures
 
     def on_test_epoch_start(self, trainer, pl_module):

@@ -29,7 +29,7 @@ class LinearProbe(Callback):
     module_needs = (AttentionInspectable,)
     data_needs = (EvaluationData,)
 
-    def __init__(self, train_images: int | None = 5000, c: float = 1.0):
+    def __init__(self, *, train_images: int | None, c: float):
         self.train_images, self.c = train_images, c
 
     def on_test_epoch_start(self, trainer, pl_module):

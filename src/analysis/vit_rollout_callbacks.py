@@ -32,14 +32,15 @@ class AttentionRollout(Callback):
 
     def __init__(
         self,
-        head_fusion: str = "mean",
-        discard_ratio: float = 0.9,
-        gradient: bool = True,
-        target_class: str | int | None = None,
-        num_images: int = 8,
-        colormap: str = "inferno",
-        alpha: float = 0.5,
-        max_images: int | None = 512,
+        *,
+        head_fusion: str,
+        discard_ratio: float,
+        gradient: bool,
+        target_class: str | int | None,
+        num_images: int,
+        colormap: str,
+        alpha: float,
+        max_images: int | None,
     ):
         check_rollout_settings(head_fusion, discard_ratio, "callbacks.attention_rollout")
         self.head_fusion, self.discard_ratio, self.gradient, self.target_class = (

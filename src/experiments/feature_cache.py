@@ -26,7 +26,7 @@ class FeatureCache(Callback):
     module_needs = (FeatureHead,)
     data_needs = (CachesFeatures,)
 
-    def __init__(self, splits: tuple[str, ...] = ("train", "val")):
+    def __init__(self, *, splits: tuple[str, ...]):
         self.splits = tuple(splits)
 
     def on_fit_start(self, trainer, pl_module):

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 
 class RunProgressBar(TQDMProgressBar):
-    def __init__(self, monitor: str | None = None, refresh_rate: int = 1, leave: bool = True):
+    def __init__(self, *, monitor: str | None, refresh_rate: int, leave: bool = True):
         super().__init__(refresh_rate=refresh_rate, leave=leave)
         self.monitor = monitor
 

@@ -34,16 +34,6 @@ log = logging.getLogger(__name__)
 
 FINETUNE_MODES = ("full", "scratch")
 PARTNERS = ("text", "image")
-TRAIN_TEMPLATES = (  # model.train_templates in conf/model/clip.yaml (tests/experiments/test_one_home.py)
-    "a photo of a {}.",
-    "a picture of a {}.",
-    "an image of a {}.",
-    "a close-up photo of a {}.",
-    "a small photo of the {}.",
-    "a photo of the {}.",
-    "a good picture of a {}.",
-    "this is a {}.",
-)
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned logit scale at 100 (temperature 0.01)
 
 

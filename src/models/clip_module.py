@@ -30,7 +30,6 @@ from .clip import (
     FINETUNE_MODES,
     MAX_LOGIT_SCALE,
     PARTNERS,
-    TRAIN_TEMPLATES,
     build_clip,
     caption_tokens,
     encode_texts,
@@ -70,16 +69,17 @@ class ClipModule(pl.LightningModule):
 
     def __init__(
         self,
-        name: str | None = "ViT-B-32",
-        pretrained: str | None = "openai",
-        model_config: str | None = None,
+        *,
+        name: str | None,
+        pretrained: str | None,
+        model_config: str | None,
         finetune: str | None = None,
-        scratch: dict | None = None,
-        train_templates: Sequence[str] = TRAIN_TEMPLATES,
-        temperature: float = 0.07,
-        learn_temperature: bool = True,
-        partner: str = "text",
-        optimizer: Callable | None = None,
+        scratch: dict | None,
+        train_templates: Sequence[str],
+        temperature: float,
+        learn_temperature: bool,
+        partner: str,
+        optimizer: Callable | None,
     ):
         super().__init__()
         templates = list(train_templates or [])

@@ -39,18 +39,19 @@ class ResNetClassifier(FrozenStayInEval, pl.LightningModule):
 
     def __init__(
         self,
-        arch: str = "resnet152",
-        weights: str | None = "IMAGENET1K_V2",
-        checkpoint: str | None = None,
+        *,
+        arch: str,
+        weights: str | None,
+        checkpoint: str | None,
         num_classes: int = 10,
         finetune: str | None = "head",
-        freeze_bn: bool = True,
+        freeze_bn: bool,
         ablate_blocks: Sequence[int] = (),
         ablate_mode: str = "drop",
         ablate_when: str = "train",
-        cache_features: bool = True,
-        channels_last: bool | None = None,
-        optimizer: Callable | None = None,
+        cache_features: bool,
+        channels_last: bool | None,
+        optimizer: Callable | None,
     ):
         super().__init__()
         check_mode(finetune, FINETUNE_MODES)

@@ -31,15 +31,16 @@ class VAEModule(pl.LightningModule):
 
     def __init__(
         self,
-        latent_dim: int = 2,
-        beta: float = 1.0,
-        reconstruction: str = "mse",
-        kl_anneal_epochs: float = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
-        channels: tuple[int, int] = (64, 128),
-        hidden_dim: int = 16,
-        optimizer: Callable | None = None,
+        *,
+        latent_dim: int,
+        beta: float,
+        reconstruction: str,
+        kl_anneal_epochs: float,
+        in_channels: int,
+        image_size: int,
+        channels: tuple[int, int],
+        hidden_dim: int,
+        optimizer: Callable | None,
     ):
         super().__init__()
         if reconstruction not in ("mse", "bce"):

@@ -53,11 +53,12 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
 
     def __init__(
         self,
-        name: str | None = "google/vit-base-patch16-224",
-        class_map: str | Mapping[str, Sequence[str | int]] | None = None,
+        *,
+        name: str | None,
+        class_map: str | Mapping[str, Sequence[str | int]] | None,
         finetune: str | None = None,
-        scratch: Mapping | None = None,
-        optimizer: Callable | None = None,
+        scratch: Mapping | None,
+        optimizer: Callable | None,
     ):
         super().__init__()
         check_mode(finetune, FINETUNE_MODES)

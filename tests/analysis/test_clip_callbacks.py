@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from configured import configured
 
 from analysis.clip import normalize
-from analysis.clip_callbacks import ClipAnalyses
 
 NAMES = [f"class{i}" for i in range(4)]
 
@@ -65,8 +65,11 @@ def run(tmp_path, fit_split):
         callback_metrics=metrics,
         datamodule=StubData(module),
     )
-    cb = ClipAnalyses(
-        {"plain": ["{}"], "photo": ["a photo of a {}."]},
+    cb = configured(
+        "task=clip",
+        "callbacks.clip_analyses",
+        templates={"plain": ["{}"], "photo": ["a photo of a {}."]},
+        train_templates=None,
         pair_template="photo",
         gap_lambdas=[0.0, 1.0],
         procrustes_fit_split=fit_split,
@@ -101,4 +104,4 @@ def test_the_leaky_test_fit_is_labelled_and_never_worse_on_test(tmp_path):
 
 def test_unknown_pair_template_names_the_key():
     with pytest.raises(ValueError, match="pair_template"):
-        ClipAnalyses({"plain": ["{}"]}, pair_template="photo")
+        configured("task=clip", "callbacks.clip_analyses", templates={"plain": ["{}"]}, pair_template="photo")

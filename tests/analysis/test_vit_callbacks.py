@@ -4,11 +4,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from configured import configured
 
 from analysis import attention as A
 from analysis.contracts import AttentionStep
-from analysis.vit_attention_callbacks import AttentionMaps
-from analysis.vit_masking_callbacks import PatchMasking
 
 SIDE, PATCH = 4, 8  # a 4x4 grid of 8-pixel patches: 32 px images, 16 patches
 
@@ -65,7 +64,10 @@ def outputs(model, n, labelled) -> AttentionStep:
 def test_masking_curves_have_the_known_answers(tmp_path, labelled):
     model, trainer = TopLeftModel(), trainer_stub(tmp_path)
     fractions = [0.0, 0.25, 0.5, 1.0]
-    cb = PatchMasking(fractions=fractions, trials=200, fill="zero", discard_ratio=0.0, max_images=6, seed=0)
+    cb = configured(
+        "task=vit", "callbacks.patch_masking", fractions=fractions, trials=200, fill="zero", discard_ratio=0.0,
+        max_images=6, seed=0,
+    )  # fmt: skip
     cb.on_test_epoch_start(trainer, model)
     for b in range(2):  # two batches of 4, of which 6 images are taken
         cb.on_test_batch_end(trainer, model, outputs(model, 4, labelled), None, b)
@@ -94,13 +96,13 @@ def test_masking_curves_have_the_known_answers(tmp_path, labelled):
 
 def test_masking_refuses_bad_settings():
     with pytest.raises(ValueError, match="callbacks.patch_masking.fractions"):
-        PatchMasking(fractions=[0.1, 1.5])
+        configured("task=vit", "callbacks.patch_masking", fractions=[0.1, 1.5])
     with pytest.raises(ValueError, match="callbacks.patch_masking.fill"):
-        PatchMasking(fill="blur")
+        configured("task=vit", "callbacks.patch_masking", fill="blur")
     with pytest.raises(ValueError, match="callbacks.patch_masking.structured"):
-        PatchMasking(structured=["diagonal"])
+        configured("task=vit", "callbacks.patch_masking", structured=["diagonal"])
     with pytest.raises(ValueError, match="patch_masking.head_fusion"):
-        PatchMasking(head_fusion="median")  # the rollout that orders the saliency masks
+        configured("task=vit", "callbacks.patch_masking", head_fusion="median")  # the saliency masks' rollout
 
 
 def test_attention_statistics_over_images(tmp_path):
@@ -112,7 +114,7 @@ def test_attention_statistics_over_images(tmp_path):
         "labels": torch.full((3,), -1),
         "attentions": torch.full((2, 3, 4, t, t), 1.0 / t),
     }
-    cb = AttentionMaps(num_images=1, max_images=None)
+    cb = configured("task=vit", "callbacks.attention_maps", num_images=1, max_images=None)
     cb.on_test_epoch_start(trainer, model)
     cb.on_test_batch_end(trainer, model, uniform, None, 0)
     cb.on_test_epoch_end(trainer, model)

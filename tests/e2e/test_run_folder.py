@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli import cli_command, cli_env, run_cli
+from configured import configured
 from wandb_reader import read_history
 
 from experiments.lifecycle import resume_overrides
@@ -146,10 +147,9 @@ def test_checkpoints_are_written_whole_or_not_at_all(tmp_path):
 
 
 def test_ckpt_path_of_another_model_or_not_a_checkpoint_is_one_line(tmp_path, run_experiment, capsys):
-    from models import VAEModule
 
     other = tmp_path / "latent8.ckpt"  # a VAE checkpoint of another latent size
-    torch.save({"state_dict": VAEModule(latent_dim=8).state_dict(), "global_step": 0}, other)
+    torch.save({"state_dict": configured("task=vae", "model", latent_dim=8).state_dict(), "global_step": 0}, other)
     code, run = run_experiment(*FIT, f"ckpt_path={other}")
     refused(capsys, code, f"ckpt_path={other} is a checkpoint of another model or task", "weights of another shape")
     assert (run / "FAILED").is_file()

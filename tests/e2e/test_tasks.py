@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+from configured import configured
 from formats import write_image_folder
 from smoke import RESNET_SMOKE
 from tiny_models import TINY_CLIP_SCRATCH, save_tiny_vit
@@ -487,8 +488,6 @@ def test_vit_trains_from_scratch_and_its_best_checkpoint_is_what_the_analyses_se
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from models import ViTClassifier
-
     code, run = run_experiment(
         *VIT_TINY_TRAINING,
         "finetune=scratch",
@@ -512,7 +511,7 @@ def test_vit_trains_from_scratch_and_its_best_checkpoint_is_what_the_analyses_se
     cfg = OmegaConf.load(run / "config.yaml")
     data = instantiate(cfg.data, _convert_="all")
     data.setup()
-    module = ViTClassifier(finetune="scratch", scratch=TINY_SCRATCH)
+    module = configured("task=vit", "model", finetune="scratch", scratch=TINY_SCRATCH)
     module.check_setup(model=module, datamodule=data)
     module.adapt_to_data(data)
     module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
@@ -648,7 +647,11 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
         "finetune=scratch trains on captions made from class names",
     ),
     "callback the model cannot serve": (
-        ["task=vae", "data.synthetic=true", "+callbacks.lesion._target_=analysis.resnet_callbacks.LesionSweep"],
+        ["task=vae", "data.synthetic=true", "+callbacks.lesion._target_=analysis.resnet_callbacks.LesionSweep"]
+        + [
+            f"+callbacks.lesion.{k}={v}"
+            for k, v in dict(num_images=8, random_trials=1, k_values="null", seed=0).items()
+        ],
         "callbacks.lesion (LesionSweep) needs a model that is ResidualBlocks: VAEModule has no",
     ),
 }

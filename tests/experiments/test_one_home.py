@@ -1,9 +1,13 @@
 """Every value has one home (DESIGN.md, "Where values live").
 
-The rule: a key in conf/ with its comment is the value's home. A Python default of the same
-argument exists only for building a part by hand (tests, notebooks), and must say the same thing;
-these tests fail the moment the two disagree (as the clip callbacks' `gap_lambdas` once did:
-(0.0 ... 1.0) in Python, [-0.5 ... 1.0] in task/clip.yaml), or when a knob has a second name.
+The rule: a key in conf/ with its comment is the value's home, and the constructor of a part that
+conf/ builds takes no Python default for it (as lightning-hydra-template's modules): a test or a
+notebook that builds a part by hand takes its keys from the YAML (tests/helpers/configured.py).
+That holds for the models and the callbacks (`NO_DEFAULTS`); the data modules' constructors
+still carry defaults, which must say what the YAML says. These tests fail when a callback's constructor
+gets a default for a key its YAML sets, when a remaining default disagrees with its YAML (as the
+clip callbacks' `gap_lambdas` once did: (0.0 ... 1.0) in Python, [-0.5 ... 1.0] in
+task/clip.yaml), or when a knob has a second name.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import experiments
 
 CONF = Path(experiments.config_dir())
 OURS = ("models.", "datamodules.", "analysis.", "experiments.")
+# parts whose constructors take every key their YAML sets without a Python default
+NO_DEFAULTS = ("models.", "analysis.", "experiments.")
 # run-wide values a part may take as its own default and still override on its own (`callbacks.x.seed=3`)
 RUN_WIDE = ("seed", "monitor", "monitor_mode", "task_name", "tags", "paths.")
 
@@ -41,10 +47,12 @@ def configured_parts() -> list[tuple[str, DictConfig]]:
     parts += [(f"data/{p.name}", _data_node(p)) for p in sorted((CONF / "data").glob("*.yaml"))]
     shared = OmegaConf.merge({"_target_": "datamodules.base.InMemoryDataModule"}, _raw(CONF / "data_in_memory.yaml"))
     parts.append(("data_in_memory.yaml", shared))
-    for path in [CONF / "callbacks" / "default.yaml", *sorted((CONF / "task").glob("*.yaml"))]:
+    presets = [*sorted((CONF / "task").glob("*.yaml")), *sorted((CONF / "experiment").glob("*.yaml"))]
+    for path in [CONF / "callbacks" / "default.yaml", *presets]:
         node = _raw(path)
-        callbacks = node.get("callbacks", {}) if path.parent.name == "task" else node
+        callbacks = (node.get("callbacks") or {}) if path.parent.name != "callbacks" else node
         parts += [(f"{path.parent.name}/{path.name}: callbacks.{k}", v) for k, v in callbacks.items() if v]
+    # a preset's callback node that only changes a task's callback has no _target_ of its own: not a part
     return [(w, n) for w, n in parts if isinstance(n, DictConfig) and str(n.get("_target_", "")).startswith(OURS)]
 
 
@@ -98,12 +106,44 @@ def test_a_python_default_says_what_the_yaml_says(where, node):
     assert not disagree, "a value with two homes that disagree:\n" + "\n".join(disagree)
 
 
-def test_the_check_catches_a_drift():
-    """The gap_lambdas drift, put back: the comparison above reports it."""
+@pytest.mark.parametrize(
+    "where,node",
+    [(w, n) for w, n in PARTS if n._target_.startswith(NO_DEFAULTS)],
+    ids=[w for w, n in PARTS if n._target_.startswith(NO_DEFAULTS)],
+)
+def test_a_configured_argument_has_no_python_default(where, node):
+    """The YAML is the one home of a model's or callback's settings: its constructor states none again."""
+    defaults = _python_defaults(node._target_, where)
+    twice = [f"{k}={defaults[k]!r}" for k in node if not k.startswith("_") and k in defaults]
+    assert not twice, f"{node._target_} has Python defaults for keys {where} sets: {', '.join(twice)}"
+
+
+def test_the_no_default_check_catches_a_default():
+    """A class that still states a configured key's default (a data module, until they follow the
+    rule) is reported by the check above."""
+    node = OmegaConf.create({"_target_": "datamodules.base.InMemoryDataModule", "batch_size": 128})
+    with pytest.raises(AssertionError, match="batch_size=128"):
+        test_a_configured_argument_has_no_python_default("data_in_memory.yaml", node)
+
+
+def test_the_check_catches_a_drift(monkeypatch):
+    """The gap_lambdas drift, put back (a Python default that disagrees with task/clip.yaml): both
+    checks above report it."""
+    from analysis.clip_callbacks import ClipAnalyses
+
     node = next(n for w, n in PARTS if w.endswith("callbacks.clip_analyses"))
-    drifted = OmegaConf.merge(node, {"gap_lambdas": [0.0, 0.25, 0.5, 0.75, 1.0, 2.0]})
+    drifted = inspect.signature(ClipAnalyses.__init__).parameters["gap_lambdas"].replace(default=(0.0, 1.0))
+    signature = inspect.signature(ClipAnalyses.__init__)
+    params = [drifted if p.name == "gap_lambdas" else p for p in signature.parameters.values()]
+
+    def init(self, *args, **kwargs): ...
+
+    init.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    monkeypatch.setattr(ClipAnalyses, "__init__", init)
     with pytest.raises(AssertionError, match="gap_lambdas"):
-        test_a_python_default_says_what_the_yaml_says("task/clip.yaml", drifted)
+        test_a_python_default_says_what_the_yaml_says("task/clip.yaml", node)
+    with pytest.raises(AssertionError, match="gap_lambdas"):
+        test_a_configured_argument_has_no_python_default("task/clip.yaml", node)
 
 
 def _pure_references(node, path: str = ""):

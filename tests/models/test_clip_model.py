@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from configured import configured
 from tiny_models import TINY_CLIP_SCRATCH
 
-from models import ClipZeroShot
 from models.clip import load_clip
 
 TINY = {
@@ -32,7 +32,7 @@ def tiny_clip(tmp_path):
 def test_tiny_checkpoint_loads_back_and_the_tokenizer_works_offline(tiny_clip, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config, ckpt, original = tiny_clip
-    module = ClipZeroShot(name="tiny-clip-test", pretrained=str(ckpt), model_config=str(config))
+    module = configured("task=clip", "model", name="tiny-clip-test", pretrained=str(ckpt), model_config=str(config))
     for (k, a), (_, b) in zip(module.model.state_dict().items(), original.state_dict().items(), strict=False):
         assert torch.equal(a, b), k
     texts = module.encode_texts(["a photo of a cat.", "a photo of a dog."])
@@ -74,12 +74,10 @@ def test_bad_names_name_their_keys():
 def small_clip(**kwargs):
     from functools import partial
 
-    from models import ClipModule
-
     torch.manual_seed(0)
     optimizer = partial(torch.optim.AdamW, lr=1e-2)
     keys = {"finetune": "scratch", "scratch": TINY_CLIP_SCRATCH, "optimizer": optimizer, **kwargs}
-    module = ClipModule(**keys)
+    module = configured("task=clip", "model", **keys)
     data = type("Data", (), {"classes": ["cat", "dog", "bird"], "labelled": True})()
     module.check_setup(model=module, datamodule=data)
     module.adapt_to_data(data)

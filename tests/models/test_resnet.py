@@ -1,10 +1,10 @@
 import pytest
 import torch
 import torchvision
+from configured import configured
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from models import ResNetClassifier
 from models import resnet as R
 
 BLOCK_COUNTS = {"resnet18": 8, "resnet34": 16, "resnet50": 16, "resnet101": 33, "resnet152": 50}
@@ -117,7 +117,7 @@ def test_bad_block_lists_state_the_valid_range(blocks, message):
 
 def test_module_names_the_range_of_its_arch():
     with pytest.raises(ValueError, match=r"resnet18 has 8 residual blocks, 0\.\.7"):
-        ResNetClassifier(arch="resnet18", weights=None, ablate_blocks=[8])
+        configured("task=resnet", "model", arch="resnet18", weights=None, ablate_blocks=[8])
 
 
 def test_bad_arch_and_weights_name_their_keys():
@@ -148,15 +148,17 @@ def test_checkpoint_state_dicts_load(tmp_path):
     torch.manual_seed(0)
     imagenet = torchvision.models.resnet18(weights=None)
     torch.save(imagenet.state_dict(), tmp_path / "imagenet.pt")
-    model = ResNetClassifier(arch="resnet18", checkpoint=str(tmp_path / "imagenet.pt"), num_classes=10)
+    model = configured(
+        "task=resnet", "model", arch="resnet18", checkpoint=str(tmp_path / "imagenet.pt"), num_classes=10
+    )
     torch.testing.assert_close(model.net.layer3[1].conv2.weight, imagenet.layer3[1].conv2.weight)
     assert model.net.fc.out_features == 10
     # a state dict that already has our 10-class head loads whole, head included
     torch.save(model.net.state_dict(), tmp_path / "ours.pt")
-    again = ResNetClassifier(arch="resnet18", checkpoint=str(tmp_path / "ours.pt"), num_classes=10)
+    again = configured("task=resnet", "model", arch="resnet18", checkpoint=str(tmp_path / "ours.pt"), num_classes=10)
     torch.testing.assert_close(again.net.fc.weight, model.net.fc.weight)
     with pytest.raises(FileNotFoundError, match="model.checkpoint"):
-        ResNetClassifier(arch="resnet18", checkpoint=str(tmp_path / "missing.pt"))
+        configured("task=resnet", "model", arch="resnet18", checkpoint=str(tmp_path / "missing.pt"))
 
 
 @pytest.mark.parametrize(
@@ -168,12 +170,14 @@ def test_checkpoint_state_dicts_load(tmp_path):
     ],
 )
 def test_finetune_modes_and_frozen_batchnorm(finetune, trainable):
-    model = ResNetClassifier(arch="resnet18", weights=None, finetune=finetune)
+    model = configured("task=resnet", "model", arch="resnet18", weights=None, finetune=finetune)
     got = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
     assert got == trainable
     model.train()
     for name, m in model.net.named_modules():
         if isinstance(m, nn.BatchNorm2d):
             assert m.training == (name.split(".")[0] in trainable), name
-    drifting = ResNetClassifier(arch="resnet18", weights=None, finetune=finetune, freeze_bn=False).train()
+    drifting = configured(
+        "task=resnet", "model", arch="resnet18", weights=None, finetune=finetune, freeze_bn=False
+    ).train()
     assert all(m.training for m in drifting.net.modules() if isinstance(m, nn.BatchNorm2d))

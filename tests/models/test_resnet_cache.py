@@ -5,10 +5,9 @@ from functools import partial
 import lightning.pytorch as pl
 import pytest
 import torch
+from configured import configured
 
 from datamodules import CIFAR10DataModule
-from experiments.feature_cache import FeatureCache
-from models import ResNetClassifier
 
 
 def fit_head(cache: bool) -> tuple[torch.Tensor, float]:
@@ -24,7 +23,9 @@ def fit_head(cache: bool) -> tuple[torch.Tensor, float]:
         std=[0.25] * 3,
     )
     torch.manual_seed(1)
-    model = ResNetClassifier(
+    model = configured(
+        "task=resnet",
+        "model",
         arch="resnet18",
         weights=None,
         finetune="head",
@@ -33,7 +34,7 @@ def fit_head(cache: bool) -> tuple[torch.Tensor, float]:
     )
     stats = model.net.layer2[0].bn1.running_mean.clone()
     trainer = pl.Trainer(
-        callbacks=[FeatureCache()],
+        callbacks=[configured("task=resnet", "callbacks.feature_cache")],
         accelerator="cpu",
         max_epochs=3,
         logger=False,
@@ -50,7 +51,9 @@ def fit_head(cache: bool) -> tuple[torch.Tensor, float]:
 def test_cached_and_uncached_head_training_agree():
     w_cached, val_cached = fit_head(cache=True)
     w_full, val_full = fit_head(cache=False)
-    assert not torch.equal(w_cached, ResNetClassifier(arch="resnet18", weights=None).net.fc.weight)  # it trained
+    assert not torch.equal(
+        w_cached, configured("task=resnet", "model", arch="resnet18", weights=None).net.fc.weight
+    )  # it trained
     torch.testing.assert_close(w_cached, w_full, rtol=1e-4, atol=1e-5)
     assert abs(val_cached - val_full) < 1e-4
 
@@ -69,9 +72,8 @@ def test_the_head_only_path_is_chosen_by_type_not_by_shape():
     """Features computed by the backbone are BackboneFeatures: the forward runs only the head on
     them. A plain (B, D) tensor is not taken for features (it used to be, by its rank)."""
     from models.finetuning import BackboneFeatures
-    from models.resnet_module import ResNetClassifier
 
-    model = ResNetClassifier(arch="resnet18", weights=None, num_classes=10).eval()
+    model = configured("task=resnet", "model", arch="resnet18", weights=None, num_classes=10).eval()
     images = torch.rand(2, 3, 32, 32)
     features = model.features(images)
     assert isinstance(features, BackboneFeatures) and features.shape == (2, 512)

@@ -1,9 +1,10 @@
 import pytest
 import torch
+from configured import configured
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as torch_kl
 
-from models import ConvVAE, VAEModule, kl_divergence, kl_weight, reconstruction_loss
+from models import ConvVAE, kl_divergence, kl_weight, reconstruction_loss
 
 
 def test_kl_matches_torch_distributions():
@@ -55,7 +56,7 @@ def test_bad_latent_dim_names_the_key(bad):
 
 def test_module_objective_is_recon_plus_weighted_kl_and_training_lowers_it():
     torch.manual_seed(0)
-    module = VAEModule(latent_dim=2, kl_anneal_epochs=0, beta=0.5)
+    module = configured("task=vae", "model", latent_dim=2, kl_anneal_epochs=0, beta=0.5)
     templates = (torch.rand(4, 1, 7, 7) > 0.5).float().repeat_interleave(4, -1).repeat_interleave(4, -2)
     x = templates.repeat(8, 1, 1, 1)  # 32 images, 4 distinct binary patterns: learnable
     logged = {}

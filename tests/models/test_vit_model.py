@@ -5,17 +5,23 @@ import contextlib
 import numpy as np
 import pytest
 import torch
+from configured import configured
 from tiny_models import MEAN, STD, save_tiny_vit
 
 from models import ViTClassifier
 from models.vit import resolve_labels, scratch_config
 
 
+def vit(**settings) -> ViTClassifier:
+    """A ViTClassifier with conf/model/vit.yaml's keys and these settings (finetune is the run's)."""
+    return configured("task=vit", "model", **settings)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-vit")
     original = save_tiny_vit(folder)
-    return folder, original, ViTClassifier(str(folder))
+    return folder, original, vit(name=str(folder))
 
 
 def test_the_saved_model_loads_back_with_its_processor_settings_and_attention_maps_on_demand(tiny):
@@ -59,7 +65,7 @@ def test_grey_and_other_sizes_are_brought_to_the_models_input(tiny):
 
 def test_a_pass_without_attention_maps_is_refused_rather_than_silently_empty(tmp_path, monkeypatch):
     save_tiny_vit(tmp_path)
-    module = ViTClassifier(str(tmp_path))
+    module = vit(name=str(tmp_path))
     monkeypatch.setattr(type(module.model), "eager_attention", lambda self: contextlib.nullcontext())  # SDPA stays on
     with pytest.raises(RuntimeError, match="eager"):
         module.infer(torch.rand(1, 3, 32, 32))
@@ -94,7 +100,7 @@ def adamw(params):
 def test_sdpa_trained_weights_give_the_same_logits_with_eager_attention(monkeypatch):
     monkeypatch.setattr(ViTClassifier, "log", lambda *a, **k: None)  # no trainer here
     torch.manual_seed(0)
-    module = ViTClassifier(finetune="scratch", scratch=SMALL, optimizer=adamw)
+    module = vit(finetune="scratch", scratch=SMALL, optimizer=adamw)
     data = Labelled()
     module.check_setup(model=module, datamodule=data)
     module.adapt_to_data(data)
@@ -125,7 +131,7 @@ def test_a_pretrained_folder_gets_a_new_head_and_only_its_finetuned_parts_change
 ):
     monkeypatch.setattr(ViTClassifier, "log", lambda *a, **k: None)
     original = save_tiny_vit(tmp_path, image_size=16, patch_size=4, hidden_size=16, num_labels=3)
-    module = ViTClassifier(str(tmp_path), finetune=finetune, optimizer=adamw)
+    module = vit(name=str(tmp_path), finetune=finetune, optimizer=adamw)
     module.check_setup(model=module, datamodule=Labelled())
     assert module.model.classifier.out_features == 3  # a check changes nothing
     module.adapt_to_data(Labelled())
@@ -164,10 +170,10 @@ def test_bad_scratch_keys_name_themselves(keys, message):
 
 def test_training_needs_pretrained_weights_or_scratch_and_labelled_data(tmp_path):
     with pytest.raises(ValueError, match="finetune=head starts from pretrained weights: set model.name="):
-        ViTClassifier(name=None, finetune="head")
+        vit(name=None, finetune="head")
     with pytest.raises(ValueError, match="finetune must be one of"):
-        ViTClassifier(finetune="lora")
-    module = ViTClassifier(finetune="scratch", scratch=SMALL)
+        vit(finetune="lora")
+    module = vit(finetune="scratch", scratch=SMALL)
 
     class Folder:
         classes = ()
@@ -175,7 +181,7 @@ def test_training_needs_pretrained_weights_or_scratch_and_labelled_data(tmp_path
 
     with pytest.raises(ValueError, match="finetune=scratch trains on labels: choose a labelled data set"):
         module.check_setup(model=module, datamodule=Folder())
-    mapped = ViTClassifier(finetune="scratch", scratch=SMALL, class_map={"a": [0]})
+    mapped = vit(finetune="scratch", scratch=SMALL, class_map={"a": [0]})
     with pytest.raises(ValueError, match="leave model.class_map null"):
         mapped.check_setup(model=mapped, datamodule=Labelled())
 
@@ -194,7 +200,7 @@ def test_attention_gradients_of_a_batch_equal_those_of_each_image_alone(tiny):
 
 def test_a_missing_processor_falls_back_to_vit_defaults(tmp_path):
     save_tiny_vit(tmp_path, processor=False)
-    module = ViTClassifier(str(tmp_path))
+    module = vit(name=str(tmp_path))
     assert module.image_size == 32 and module.mean.flatten().tolist() == [0.5, 0.5, 0.5]
 
 
@@ -205,21 +211,21 @@ def test_hub_id_offline_fails_in_seconds_naming_the_key_and_the_local_option(mon
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")  # nothing cached
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", huggingface_hub.constants.HF_HUB_OFFLINE)
     with pytest.raises(RuntimeError) as err:
-        ViTClassifier("google/vit-base-patch16-224")
+        vit(name="google/vit-base-patch16-224")
     assert no_waiting == []  # no connection tried, no retry waited for
     assert "model.name=google/vit-base-patch16-224" in str(err.value) and "save_pretrained" in str(err.value)
 
 
 def test_bad_local_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
-        ViTClassifier(str(tmp_path))
+        vit(name=str(tmp_path))
     save_tiny_vit(tmp_path / "broken")
     (tmp_path / "broken" / "model.safetensors").write_bytes(b"not a weights file")
     with pytest.raises(RuntimeError) as err:  # the folder's own error, not a hub story
-        ViTClassifier(str(tmp_path / "broken"))
+        vit(name=str(tmp_path / "broken"))
     assert "hub is unreachable" not in str(err.value) and "model.name=" in str(err.value)
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        ViTClassifier(str(tmp_path / "missing"))
+        vit(name=str(tmp_path / "missing"))
 
 
 def test_labels_resolve_by_name_synonym_or_index_and_ambiguity_is_an_error():
@@ -239,7 +245,7 @@ class FakeData:
 
 def test_class_map_scores_sum_their_labels_probabilities(tmp_path):
     save_tiny_vit(tmp_path)
-    module = ViTClassifier(str(tmp_path), class_map={"a": [0, 1], "b": ["LABEL_2"], "c": [3, 4, 5]})
+    module = vit(name=str(tmp_path), class_map={"a": [0, 1], "b": ["LABEL_2"], "c": [3, 4, 5]})
     data = FakeData()
     module.check_setup(model=module, datamodule=data)
     module.adapt_to_data(data)
@@ -249,12 +255,12 @@ def test_class_map_scores_sum_their_labels_probabilities(tmp_path):
         module.dataset_scores(logits), torch.stack([p[:, :2].sum(1), p[:, 2], p[:, 3:6].sum(1)], dim=1)
     )
     with pytest.raises(ValueError, match="missing \\['c'\\]"):
-        bad = ViTClassifier(str(tmp_path), class_map={"a": [0], "b": [1], "z": [2]})
+        bad = vit(name=str(tmp_path), class_map={"a": [0], "b": [1], "z": [2]})
         bad.check_setup(model=bad, datamodule=FakeData())
     with pytest.raises(ValueError, match="identity"):
-        ident = ViTClassifier(str(tmp_path), class_map="identity")
+        ident = vit(name=str(tmp_path), class_map="identity")
         ident.check_setup(model=ident, datamodule=FakeData())
-    assert ViTClassifier(str(tmp_path)).dataset_scores(logits) is None
+    assert vit(name=str(tmp_path)).dataset_scores(logits) is None
 
 
 def test_the_cifar10_preset_names_imagenet_classes_that_exist(compose_cfg, tmp_path):
