@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import arguments, rate, report, timed_windows  # noqa: E402
+from harness import arguments, compose, rate, report, timed_windows  # noqa: E402
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -81,24 +81,22 @@ def module_loader(dm, args):
     return cycle(lambda: iter(loader))
 
 
-def folder(root: Path, args):
-    from datamodules import FolderDataModule
+def data_module(data: str, root: Path, args):
+    """data=<data> as conf/ configures it, with this benchmark's settings (its keys' one home is the YAML)."""
+    from hydra.utils import instantiate
 
-    dm = FolderDataModule(
-        root=str(root), image_size=args.image_size, mean=MEAN, std=STD, batch_size=args.batch_size,
-        num_workers=args.workers, drop_last=True,
+    return instantiate(
+        compose(f"data={data}").data, root=str(root), image_size=args.image_size, mean=MEAN, std=STD,
+        batch_size=args.batch_size, num_workers=args.workers, drop_last=True, _convert_="all",
     )  # fmt: skip
-    return module_loader(dm, args)
+
+
+def folder(root: Path, args):
+    return module_loader(data_module("folder", root, args), args)
 
 
 def shards(root: Path, args):
-    from datamodules.shards import ShardsDataModule
-
-    dm = ShardsDataModule(
-        root=str(root), image_size=args.image_size, mean=MEAN, std=STD, batch_size=args.batch_size,
-        num_workers=args.workers, drop_last=True,
-    )  # fmt: skip
-    return module_loader(dm, args)
+    return module_loader(data_module("shards", root, args), args)
 
 
 class _Decode:

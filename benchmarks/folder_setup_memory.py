@@ -9,10 +9,12 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from datamodules.folder import FolderDataModule  # noqa: E402
+from harness import compose  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 
-dm = FolderDataModule(root=sys.argv[1], image_size=32, num_workers=0)
+dm = instantiate(compose("data=folder").data, root=sys.argv[1], image_size=32, num_workers=0, _convert_="all")
 tracemalloc.start()
 dm.setup()
 current, peak = tracemalloc.get_traced_memory()

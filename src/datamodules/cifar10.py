@@ -14,7 +14,7 @@ class CIFAR10DataModule(InMemoryDataModule):
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     shape = (3, 32, 32)
 
-    def __init__(self, *args, verify_checksums: bool = True, **kwargs):
+    def __init__(self, *args, verify_checksums: bool, **kwargs):
         super().__init__(*args, **kwargs)
         self.verify_checksums = verify_checksums
 

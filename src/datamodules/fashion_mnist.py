@@ -24,7 +24,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
     classes = torchvision.datasets.FashionMNIST.classes
     shape = (1, 28, 28)
 
-    def __init__(self, *args, fallback_roots: Sequence[str] = ("/usr/share/datasets/fashion-mnist",), **kwargs):
+    def __init__(self, *args, fallback_roots: Sequence[str], **kwargs):
         super().__init__(*args, **kwargs)
         self.fallback_roots = [str(r) for r in fallback_roots]
 

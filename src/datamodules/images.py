@@ -92,22 +92,23 @@ class ImagesDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        paths: Sequence[str] | None = None,
-        root: str | None = None,
-        image_size: int = 224,
-        eval_batch_size: int = 32,
-        synthetic: bool = False,
-        synthetic_size: int = 16,
-        on_device: bool = True,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        class_folders: bool = False,
-        batch_size: int = 32,
-        val_size: int | float = 0.1,
-        test_size: int | float = 0.2,
-        split_seed: int = 42,
-        hflip: bool = False,
-        channels: int | None = None,
+        *,
+        paths: Sequence[str] | None,
+        root: str | None,
+        image_size: int,
+        eval_batch_size: int,
+        synthetic: bool,
+        synthetic_size: int,
+        on_device: bool,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        class_folders: bool,
+        batch_size: int,
+        val_size: int | float,
+        test_size: int | float,
+        split_seed: int,
+        hflip: bool,
+        channels: int | None,
     ):
         if not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
@@ -134,6 +135,9 @@ class ImagesDataModule(InMemoryDataModule):
             std=std,
             hflip=hflip,
             channels=channels,
+            image_size=None,  # read at `image_size` already: no resize on the device
+            crop_padding=0,
+            drop_last=False,
         )
         self.paths, self.shape = list(paths or []), (3, image_size, image_size)
         self.class_folders, self.test_size = class_folders, test_size

@@ -14,7 +14,7 @@ class STL10DataModule(InMemoryDataModule):
     classes = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
     shape = (3, 96, 96)
 
-    def __init__(self, *args, verify_checksums: bool = True, **kwargs):
+    def __init__(self, *args, verify_checksums: bool, **kwargs):
         super().__init__(*args, **kwargs)
         self.verify_checksums = verify_checksums
 

@@ -1,7 +1,8 @@
 import torch
 import torch.nn.functional as F
+from configured import configured
 
-from datamodules import BatchTransform, FashionMNISTDataModule, Split, TensorBatches
+from datamodules import BatchTransform, Split, TensorBatches
 from datamodules.base import random_crop
 
 
@@ -63,7 +64,9 @@ def test_random_crop_is_a_window_of_the_padded_image():
 
 
 def test_datamodule_batches_arrive_transformed_and_eval_batches_are_the_same_images():
-    dm = FashionMNISTDataModule(synthetic=True, synthetic_size=20, batch_size=8, channels=3, image_size=32)
+    dm = configured(
+        "data=fashion_mnist", "data", synthetic=True, synthetic_size=20, batch_size=8, channels=3, image_size=32
+    )
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     test = list(dm.eval_batches("test", torch.device("cpu"), max_images=5))

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from configured import configured
 from PIL import Image
 
-from datamodules.folder import Augment, FolderDataModule, decode
+from datamodules.folder import Augment, decode
 
 
 def tree(root, classes=("cat", "dog"), splits=("train", "val")):
@@ -20,26 +21,28 @@ def tree(root, classes=("cat", "dog"), splits=("train", "val")):
 
 
 def test_sizes_and_statistics_come_from_the_models_torchvision_weights(tmp_path):
-    dm = FolderDataModule(root=str(tree(tmp_path)), arch="resnet152", weights="IMAGENET1K_V2")
+    dm = configured("data=folder", "data", root=str(tree(tmp_path)), arch="resnet152", weights="IMAGENET1K_V2")
     assert (dm.image_size, dm.resize_size) == (224, 232)  # what IMAGENET1K_V2 was evaluated with
     assert dm.transform.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
-    mine = FolderDataModule(root=str(tmp_path), arch="resnet152", weights="IMAGENET1K_V2", image_size=160)
+    mine = configured(
+        "data=folder", "data", root=str(tmp_path), arch="resnet152", weights="IMAGENET1K_V2", image_size=160
+    )
     assert (mine.image_size, mine.resize_size) == (160, 166)  # a size set by a task keeps the weights' ratio
-    plain = FolderDataModule(root=str(tmp_path), image_size=32)
+    plain = configured("data=folder", "data", root=str(tmp_path), image_size=32)
     assert (plain.resize_size, plain.transform.mean) == (37, None)  # no weights: 256/224, no normalisation
 
 
 def test_classes_are_the_train_folders_and_a_val_class_must_be_one_of_them(tmp_path):
-    dm = FolderDataModule(root=str(tree(tmp_path, ("zebra", "ant", "bee"))))
+    dm = configured("data=folder", "data", root=str(tree(tmp_path, ("zebra", "ant", "bee"))))
     dm.setup()
     assert (
         dm.classes == ("ant", "bee", "zebra") and dm.num_classes == 3 and dm.datasets["test"] is dm.datasets["val"]
     )  # no test/: val/
     tree(tmp_path / "bad", ("ant", "bee")) and (tmp_path / "bad" / "val" / "wasp").mkdir()
     with pytest.raises(ValueError, match="wasp is a class that train/ does not have"):
-        FolderDataModule(root=str(tmp_path / "bad")).setup()
+        configured("data=folder", "data", root=str(tmp_path / "bad")).setup()
     with pytest.raises(FileNotFoundError, match="data=folder needs data.root"):
-        FolderDataModule(root=None)
+        configured("data=folder", "data", root=None)
 
 
 @pytest.mark.parametrize("mode, ext", [("L", "png"), ("RGBA", "png"), ("I;16", "png"), ("RGB", "bmp"), ("P", "gif")])

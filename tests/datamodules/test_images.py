@@ -4,14 +4,13 @@ import logging
 
 import pytest
 import torch
+from configured import configured
 from formats import write_image_folder
-
-from datamodules import ImagesDataModule
 
 
 def test_a_folder_of_good_and_bad_files(tmp_path, caplog):
     write_image_folder(tmp_path / "imgs")
-    dm = ImagesDataModule(root=str(tmp_path / "imgs"), image_size=32)
+    dm = configured("data=images", "data", root=str(tmp_path / "imgs"), image_size=32)
     with caplog.at_level(logging.WARNING):
         dm.setup()
     split = dm.split("test")
@@ -35,21 +34,29 @@ def test_a_folder_of_good_and_bad_files(tmp_path, caplog):
 
 def test_paths_and_an_empty_set(tmp_path):
     write_image_folder(tmp_path)
-    dm = ImagesDataModule(
-        paths=[str(tmp_path / "red.png"), str(tmp_path / "notes.txt"), str(tmp_path / "nope.png")], image_size=16
+    dm = configured(
+        "data=images",
+        "data",
+        paths=[str(tmp_path / "red.png"), str(tmp_path / "notes.txt"), str(tmp_path / "nope.png")],
+        image_size=16,
     )
     dm.setup()
     assert dm.names == ["red.png"] and len(dm.skipped) == 2
     with pytest.raises(FileNotFoundError, match="no readable image"):
-        ImagesDataModule(paths=[str(tmp_path / "notes.txt")]).setup()
+        configured("data=images", "data", paths=[str(tmp_path / "notes.txt")]).setup()
     with pytest.raises(FileNotFoundError, match="data.paths"):
-        ImagesDataModule().setup()
+        configured(
+            "data=images",
+            "data",
+        ).setup()
     with pytest.raises(FileNotFoundError, match="data.root"):
-        ImagesDataModule(root=str(tmp_path / "missing")).setup()
+        configured("data=images", "data", root=str(tmp_path / "missing")).setup()
 
 
 def test_synthetic_images_and_batches():
-    dm = ImagesDataModule(synthetic=True, synthetic_size=5, image_size=24, eval_batch_size=2, on_device=False)
+    dm = configured(
+        "data=images", "data", synthetic=True, synthetic_size=5, image_size=24, eval_batch_size=2, on_device=False
+    )
     batches = list(dm.test_dataloader())
     assert [len(y) for _, y in batches] == [2, 2, 1]
     assert batches[0][0].shape == (2, 3, 24, 24) and batches[0][0].dtype == torch.float32  # scaled to [0, 1]
@@ -71,7 +78,15 @@ def write_class_folders(root, per_class=10, side=20):
 
 def test_class_folders_are_labelled_by_folder_and_split(tmp_path, caplog):
     classes = write_class_folders(tmp_path / "photos")
-    dm = ImagesDataModule(root=str(tmp_path / "photos"), class_folders=True, image_size=16, val_size=3, test_size=0.2)
+    dm = configured(
+        "data=images",
+        "data",
+        root=str(tmp_path / "photos"),
+        class_folders=True,
+        image_size=16,
+        val_size=3,
+        test_size=0.2,
+    )
     dm.setup()
     assert dm.classes == tuple(classes) and dm.labelled and "broken.jpg" in caplog.text
     sizes = {k: len(v) for k, v in dm.splits.items()}
@@ -86,7 +101,7 @@ def test_class_folders_are_labelled_by_folder_and_split(tmp_path, caplog):
 
 def test_class_folders_need_a_root_with_class_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.root"):
-        ImagesDataModule(class_folders=True)
+        configured("data=images", "data", class_folders=True)
     (tmp_path / "only").mkdir()
     with pytest.raises(ValueError, match="one folder per class"):
-        ImagesDataModule(root=str(tmp_path), class_folders=True)
+        configured("data=images", "data", root=str(tmp_path), class_folders=True)

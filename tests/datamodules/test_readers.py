@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from configured import configured
 from formats import fashion_mnist_arrays, write_cifar10, write_fashion_mnist, write_idx, write_stl10
 
-from datamodules import CIFAR10DataModule, FashionMNISTDataModule, STL10DataModule
 from datamodules.readers import read_idx
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -32,8 +32,13 @@ def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
 def test_fashion_mnist_from_debian_style_gz_folder(tmp_path):
     arrays = fashion_mnist_arrays(50, 20)
     write_fashion_mnist(tmp_path / "flat", arrays, compress=True)
-    dm = FashionMNISTDataModule(
-        root=str(tmp_path / "empty"), fallback_roots=[str(tmp_path / "flat")], download=False, val_size=10
+    dm = configured(
+        "data=fashion_mnist",
+        "data",
+        root=str(tmp_path / "empty"),
+        fallback_roots=[str(tmp_path / "flat")],
+        download=False,
+        val_size=10,
     )
     dm.setup()
     assert (len(dm.splits["train"]), len(dm.splits["val"]), len(dm.splits["test"])) == (40, 10, 20)
@@ -47,7 +52,7 @@ def test_fashion_mnist_from_debian_style_gz_folder(tmp_path):
 def test_fashion_mnist_from_torchvision_layout(tmp_path):
     arrays = fashion_mnist_arrays(30, 10, seed=3)
     write_fashion_mnist(tmp_path / "FashionMNIST" / "raw", arrays, compress=False)
-    dm = FashionMNISTDataModule(root=str(tmp_path), download=False, fallback_roots=(), val_size=5)
+    dm = configured("data=fashion_mnist", "data", root=str(tmp_path), download=False, fallback_roots=(), val_size=5)
     test = dm.split("test")
     np.testing.assert_array_equal(test.images[:, 0].numpy(), arrays["t10k-images-idx3-ubyte"])
     assert test.images.dtype == torch.uint8 and test.images.shape == (10, 1, 28, 28)
@@ -58,7 +63,15 @@ def test_val_split_is_seeded(tmp_path):
 
     def val(seed):
         return (
-            FashionMNISTDataModule(root=str(tmp_path), download=False, fallback_roots=(), val_size=12, split_seed=seed)
+            configured(
+                "data=fashion_mnist",
+                "data",
+                root=str(tmp_path),
+                download=False,
+                fallback_roots=(),
+                val_size=12,
+                split_seed=seed,
+            )
             .split("val")
             .images
         )
@@ -69,7 +82,7 @@ def test_val_split_is_seeded(tmp_path):
 
 def test_cifar10_pickles_through_torchvision_reader(tmp_path):
     ref = write_cifar10(tmp_path)
-    dm = CIFAR10DataModule(root=str(tmp_path), download=False, verify_checksums=False, val_size=0)
+    dm = configured("data=cifar10", "data", root=str(tmp_path), download=False, verify_checksums=False, val_size=0)
     train, test = dm.split("train"), dm.split("test")
     assert train.images.shape == (20, 3, 32, 32) and train.images.dtype == torch.uint8
     order = dm.splits["train"].labels  # val_size=0 still shuffles: compare as sets of (image, label)
@@ -83,23 +96,23 @@ def test_cifar10_pickles_through_torchvision_reader(tmp_path):
 def test_cifar10_checksums_on_by_default_reject_foreign_files(tmp_path):
     write_cifar10(tmp_path)
     with pytest.raises(FileNotFoundError, match="data.root"):
-        CIFAR10DataModule(root=str(tmp_path), download=False).setup()
+        configured("data=cifar10", "data", root=str(tmp_path), download=False).setup()
 
 
 def test_stl10_binaries_through_torchvision_reader(tmp_path):
     ref = write_stl10(tmp_path)
-    dm = STL10DataModule(root=str(tmp_path), download=False, verify_checksums=False, val_size=2)
+    dm = configured("data=stl10", "data", root=str(tmp_path), download=False, verify_checksums=False, val_size=2)
     test = dm.split("test")
     np.testing.assert_array_equal(test.images.numpy(), ref["test_images"])
     np.testing.assert_array_equal(test.labels.numpy(), ref["test_labels"])
     assert len(dm.split("train")) + len(dm.split("val")) == 10
 
 
-@pytest.mark.parametrize("module", [FashionMNISTDataModule, CIFAR10DataModule, STL10DataModule])
-def test_missing_data_fails_fast_naming_the_keys(tmp_path, module, no_waiting):
+@pytest.mark.parametrize("data", ["fashion_mnist", "cifar10", "stl10"])
+def test_missing_data_fails_fast_naming_the_keys(tmp_path, data, no_waiting):
     with pytest.raises(FileNotFoundError) as err:
-        nowhere = {"fallback_roots": ()} if module is FashionMNISTDataModule else {}  # not Debian's copy either
-        module(root=str(tmp_path / "nothing"), download=False, **nowhere).setup()
+        nowhere = {"fallback_roots": ()} if data == "fashion_mnist" else {}  # not Debian's copy either
+        configured(f"data={data}", "data", root=str(tmp_path / "nothing"), download=False, **nowhere).setup()
     assert no_waiting == []  # no download tried, no retry waited for
     assert "data.root" in str(err.value) and "data.synthetic" in str(err.value)
 
@@ -108,12 +121,13 @@ def test_corrupt_fashion_mnist_names_data_root(tmp_path):
     write_fashion_mnist(tmp_path, fashion_mnist_arrays(20, 10), compress=True)
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(FileNotFoundError, match="data.root"):
-        FashionMNISTDataModule(root=str(tmp_path), download=False, fallback_roots=()).setup()
+        configured("data=fashion_mnist", "data", root=str(tmp_path), download=False, fallback_roots=()).setup()
 
 
-@pytest.mark.parametrize("module", [FashionMNISTDataModule, CIFAR10DataModule, STL10DataModule])
-def test_synthetic_data_has_the_real_shape_dtype_and_classes(module):
-    dm = module(synthetic=True, synthetic_size=50)
+@pytest.mark.parametrize("data", ["fashion_mnist", "cifar10", "stl10"])
+def test_synthetic_data_has_the_real_shape_dtype_and_classes(data):
+    dm = configured(f"data={data}", "data", synthetic=True, synthetic_size=50)
+    module = type(dm)
     train, test = dm.split("train"), dm.split("test")
     assert train.images.dtype == torch.uint8 and tuple(train.images.shape[1:]) == module.shape
     assert len(train) + len(dm.split("val")) == 50 and len(test) == 50
@@ -123,7 +137,7 @@ def test_synthetic_data_has_the_real_shape_dtype_and_classes(module):
 @pytest.mark.parametrize("bad", [0, -4, 2.5])
 def test_bad_batch_size_names_the_key(bad):
     with pytest.raises(ValueError, match="data.batch_size"):
-        FashionMNISTDataModule(batch_size=bad, synthetic=True)
+        configured("data=fashion_mnist", "data", batch_size=bad, synthetic=True)
 
 
 def test_real_debian_fashion_mnist():
@@ -132,8 +146,13 @@ def test_real_debian_fashion_mnist():
         if os.environ.get("CI"):
             pytest.fail("CI must install dataset-fashion-mnist (see .ci/run)")
         pytest.skip("Debian's dataset-fashion-mnist is not installed here")
-    dm = FashionMNISTDataModule(
-        root="/nonexistent", fallback_roots=[str(DEBIAN_FASHION_MNIST)], download=False, val_size=5000
+    dm = configured(
+        "data=fashion_mnist",
+        "data",
+        root="/nonexistent",
+        fallback_roots=[str(DEBIAN_FASHION_MNIST)],
+        download=False,
+        val_size=5000,
     )
     dm.setup()
     assert (len(dm.splits["train"]), len(dm.splits["val"]), len(dm.splits["test"])) == (55000, 5000, 10000)

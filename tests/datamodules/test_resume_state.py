@@ -9,10 +9,10 @@ import logging
 
 import pytest
 import torch
+from configured import configured
 from sample_ids import NumberedImages, numbered_folder
 
 from datamodules import folder
-from datamodules.folder import FolderDataModule
 
 
 def passes(loader, count: int, tensors: bool = False) -> list[list]:
@@ -53,7 +53,7 @@ def test_folder_loader_resumes_with_the_same_images_and_crops(tmp_path, stop):
     root = numbered_folder(tmp_path, images=20)
 
     def make():
-        dm = FolderDataModule(root=str(root), image_size=8, batch_size=3, num_workers=0)
+        dm = configured("data=folder", "data", root=str(root), image_size=8, batch_size=3, num_workers=0)
         return dm.train_dataloader()
 
     reference, after = resumed(make, stop, tensors=True)
@@ -67,7 +67,12 @@ def test_folder_loader_resumes_with_the_same_images_and_crops(tmp_path, stop):
 def test_folder_augmentation_does_not_depend_on_the_worker_count(tmp_path):
     root = numbered_folder(tmp_path, images=8)
     batches = [
-        [x for x, _ in FolderDataModule(root=str(root), image_size=8, batch_size=4, num_workers=w).train_dataloader()]
+        [
+            x
+            for x, _ in configured(
+                "data=folder", "data", root=str(root), image_size=8, batch_size=4, num_workers=w
+            ).train_dataloader()
+        ]
         for w in (0, 2)
     ]
     assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))

@@ -6,6 +6,7 @@ through the real run loop, a real signal and resume=."""
 from __future__ import annotations
 
 import pytest
+from configured import configured
 from sample_ids import NumberedImages, numbered_folder, recorded
 
 from experiments.lifecycle import resume_overrides
@@ -58,11 +59,10 @@ def test_in_memory_data_resumes_mid_epoch_with_the_unseen_images_in_order(run_ex
 
 @pytest.mark.slow  # two runs with a decoding worker (~60 s on a busy 2-core machine)
 def test_folder_data_resumes_mid_epoch_with_the_unseen_images_in_order(run_experiment, tmp_path):
-    from datamodules.folder import FolderDataModule
 
     root = numbered_folder(tmp_path / "images", images=20)
     epochs, run = kill_and_resume(run_experiment, tmp_path, "data=folder", f"data.root={root}", "data.num_workers=1")
-    dm = FolderDataModule(root=str(root), image_size=16, batch_size=3, num_workers=0)
+    dm = configured("data=folder", "data", root=str(root), image_size=16, batch_size=3, num_workers=0)
     dm.setup()
     want = [
         [[int(dm.classes[i][len("image_") :]) for i in b] for b in batches]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from cli import cli_env, run_cli
+from configured import configured
 from sample_ids import numbered_folder, recorded
 
-from datamodules import FolderDataModule
-from datamodules.shards import ChunkReader, ShardsDataModule, chunk_sizes, chunked_order, convert, main
+from datamodules.shards import ChunkReader, chunk_sizes, chunked_order, convert, main
 
 
 def test_converted_shards_hold_the_folder_image_for_image(tmp_path):
@@ -23,7 +23,10 @@ def test_converted_shards_hold_the_folder_image_for_image(tmp_path):
     assert len(chunk_sizes(tmp_path / "shards" / "train")) > 1  # several chunks: the chunked order is exercised
     assert json.loads((tmp_path / "shards" / "classes.json").read_text()) == [f"image_{k:03d}" for k in range(12)]
     args = dict(image_size=8, batch_size=4, eval_batch_size=5, num_workers=0)
-    folder, shards = FolderDataModule(root=str(root), **args), ShardsDataModule(root=str(tmp_path / "shards"), **args)
+    folder, shards = (
+        configured("data=folder", "data", root=str(root), **args),
+        configured("data=shards", "data", root=str(tmp_path / "shards"), **args),
+    )
     for split in ("train", "val", "test"):  # unaugmented, the same pixels and labels as the folder gives
         (a, ya), (b, yb) = (
             [torch.cat(t) for t in zip(*dm.eval_batches(split, "cpu"), strict=True)] for dm in (folder, shards)

@@ -690,11 +690,9 @@ def test_max_epochs_minus_one_trains_until_stopped_and_says_so(compose_cfg, capl
 def test_a_data_set_read_from_a_fallback_folder_says_which(tmp_path, caplog):
     import logging
 
-    from datamodules import FashionMNISTDataModule
-
     caplog.set_level(logging.INFO)
     debian = "/usr/share/datasets/fashion-mnist"
-    FashionMNISTDataModule(root=str(tmp_path), fallback_roots=[debian], download=False).setup()
+    configured("data=fashion_mnist", "data", root=str(tmp_path), fallback_roots=[debian], download=False).setup()
     (said,) = [r for r in caplog.records if "read the idx files in" in r.getMessage()]
     assert said.levelname == "WARNING"  # on the terminal, not only in the log file
     expected = f"nothing under data.root={tmp_path}; read the idx files in {debian} (data.fallback_roots)"

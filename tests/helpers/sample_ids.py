@@ -13,6 +13,18 @@ from lightning.pytorch.callbacks import Callback
 from datamodules.base import InMemoryDataModule, Split
 
 
+def shared_keys() -> dict:
+    """The keys conf/data_in_memory.yaml gives every in-memory data set, for one built by hand (its
+    `root` aside: these images are made, not read)."""
+    from omegaconf import OmegaConf
+
+    import experiments
+
+    node = OmegaConf.load(Path(experiments.config_dir()) / "data_in_memory.yaml")
+    node.root = ""
+    return OmegaConf.to_container(node)  # type: ignore[return-value]
+
+
 class NumberedImages(InMemoryDataModule):
     """In memory: `images` random images, image k labelled k (its own class), for train and test."""
 
@@ -21,7 +33,7 @@ class NumberedImages(InMemoryDataModule):
 
     def __init__(self, images: int = 24, fallback_roots=None, **kwargs):
         self.classes = tuple(f"image_{k}" for k in range(images))
-        super().__init__(**kwargs)
+        super().__init__(**{**shared_keys(), **kwargs})  # a run gives every key; a test its own few
 
     def load(self, train: bool) -> Split:
         n = len(self.classes)

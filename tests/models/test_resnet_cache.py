@@ -7,12 +7,12 @@ import pytest
 import torch
 from configured import configured
 
-from datamodules import CIFAR10DataModule
-
 
 def fit_head(cache: bool) -> tuple[torch.Tensor, float]:
     pl.seed_everything(0)
-    dm = CIFAR10DataModule(
+    dm = configured(
+        "data=cifar10",
+        "data",
         synthetic=True,
         synthetic_size=96,
         batch_size=16,
@@ -59,7 +59,7 @@ def test_cached_and_uncached_head_training_agree():
 
 
 def test_features_replace_images_only_for_the_asked_splits():
-    dm = CIFAR10DataModule(synthetic=True, synthetic_size=40, batch_size=8)
+    dm = configured("data=cifar10", "data", synthetic=True, synthetic_size=40, batch_size=8)
     dm.cache_features(lambda x: x.mean(dim=(2, 3)), splits=("train",))
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 3) and x.dtype == torch.float32  # features, untransformed
