@@ -23,13 +23,24 @@ sys.path.insert(0, str(ROOT / "src"))
 def write_folder(out: Path, limit: int | None = None, root: str = "data", val_size: int = 5000, seed: int = 42):
     """Write the splits of data=fashion_mnist (its files found as the run finds them) as PNGs; the
     number of images per split."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
     from PIL import Image
 
-    from datamodules import FashionMNISTDataModule
+    import experiments
+    from experiments import resolvers
 
-    dm = FashionMNISTDataModule(
-        root=root, download=False, fallback_roots=["/usr/share/datasets/fashion-mnist"], val_size=val_size,
-        split_seed=seed,
+    resolvers.register()  # what the entry point does
+    GlobalHydra.instance().clear()
+    try:  # data=fashion_mnist as conf/ configures it (its keys' one home), with this script's settings
+        with initialize_config_dir(config_dir=experiments.config_dir(), version_base="1.3"):
+            node = compose("config", overrides=["data=fashion_mnist"]).data
+    finally:
+        GlobalHydra.instance().clear()
+    dm = instantiate(
+        node, root=root, download=False, fallback_roots=["/usr/share/datasets/fashion-mnist"], val_size=val_size,
+        split_seed=seed, _convert_="all",
     )  # fmt: skip
     dm.setup()
     counts = {}
