@@ -122,7 +122,9 @@ class CachesFeatures(Protocol):
     """Splits whose images can be replaced, for training, by features computed once.
     Provided by datamodules.InMemoryDataModule."""
 
-    def cache_features(self, fn: Any, splits: Sequence[str]) -> None: ...
+    def cache_features(
+        self, fn: Any, splits: Sequence[str], max_images: Mapping[str, int | None] | None = None
+    ) -> Any: ...
 
     def clear_feature_cache(self) -> None: ...
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -452,16 +452,20 @@ class FolderDataModule(pl.LightningDataModule):
         yield from self._batches(name, shuffle=False, device=torch.device(device), limit=max_images)
 
     # -- contracts.CachesFeatures: a streamed folder keeps no features unless asked ----------------
-    def cache_features(self, fn, splits: Sequence[str] = ("train", "val")) -> bool:
+    def cache_features(
+        self, fn, splits: Sequence[str] = ("train", "val"), max_images: Mapping[str, int | None] | None = None
+    ) -> bool:
         """data.cache_features=false (the default): nothing is cached, the backbone sees the augmented
         images every epoch (memory stays bounded). True: features of `splits` are computed once,
-        unaugmented, and held in memory (N x D floats), as the in-memory data sets do."""
+        unaugmented, and held in memory (N x D floats), as the in-memory data sets do. `max_images`:
+        at most this many of a split's first images (a run limited to a few batches)."""
         if not self.cache:
             return False
         from .base import FeatureSplit
 
         for name in splits:
-            z, y = zip(*((fn(x), labels) for x, labels in self.eval_batches(name, self._compute_device())), strict=True)
+            batches = self.eval_batches(name, self._compute_device(), (max_images or {}).get(name))
+            z, y = zip(*((fn(x), labels) for x, labels in batches), strict=True)
             self.features[name] = FeatureSplit(torch.cat(z), torch.cat(y))
         self._train = None
         return True
