@@ -100,13 +100,15 @@ class Progress:
     def __init__(self, name: str, total: int, unit: str, detail: str = "", every_s: float = 10.0):
         self.name, self.total, self.unit, self.every_s = name, total, unit, every_s
         self.done, self.start = 0, time.monotonic()
-        self.last = self.start
+        self.last = self.previous = self.start
         _log.info("%s: %d %s%s", name, total, unit, f" ({detail})" if detail else "")
 
     def step(self, what: str = "") -> None:
         self.done += 1
         now = time.monotonic()
-        if now - self.last >= self.every_s or self.done == self.total:
+        # a line now if the next step, as long as this one took, would end past every_s without one
+        took, self.previous = now - self.previous, now
+        if now - self.last + took >= self.every_s or self.done == self.total:
             self.last = now
             at = f", {what}" if what else ""
             _log.info("%s: %d/%d %s%s (%.0f s)", self.name, self.done, self.total, self.unit, at, now - self.start)

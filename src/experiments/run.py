@@ -11,6 +11,7 @@ its own and a failed run shows as failed.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -32,7 +33,7 @@ from analysis.contracts import (
     ReportsRunInfo,
     missing_capabilities,
 )
-from experiments import checkpoints, lifecycle
+from experiments import checkpoints, heartbeat, lifecycle
 from experiments.evaluate import comparison_line, evaluated
 from experiments.loggers import (
     RUN_ID_FILE,
@@ -264,6 +265,7 @@ def run(cfg: DictConfig) -> RunRecord:
     """Build the parts, fit if the task trains, test, record: each stage is one function below."""
     start = time.time()
     out = prepare(cfg)
+    heartbeat.phase("reading the data and building the model")
     parts = build_parts(cfg)
     start_from = starting_point(cfg, out, parts)
     trainer, loggers = build_trainer(cfg, parts)
@@ -306,6 +308,7 @@ def starting_point(cfg: DictConfig, out: Path, parts: Parts) -> str | None:
 def fit(trainer, parts: Parts, start_from: str | None) -> dict[str, float]:
     """Train; the metrics the fit ended with (those of the checkpoint when a resume had no epoch left)."""
     lifecycle.STATE.trainer, lifecycle.STATE.fitting = trainer, True  # a signal now stops after the step
+    heartbeat.phase("fitting")
     try:
         trainer.fit(parts.model, datamodule=parts.datamodule, ckpt_path=start_from)
     finally:
@@ -316,6 +319,7 @@ def fit(trainer, parts: Parts, start_from: str | None) -> dict[str, float]:
 def test(trainer, parts: Parts, weights: str | None) -> dict[str, float]:
     """The test pass (and the analyses that run in it) on `weights`; the metrics it logged."""
     lifecycle.STATE.trainer, lifecycle.STATE.testing = trainer, True
+    heartbeat.phase("testing and analysing")
     trainer.test(parts.model, datamodule=parts.datamodule, ckpt_path=weights)
     lifecycle.STATE.testing = False
     return collect_metrics(trainer)
@@ -371,7 +375,8 @@ def run_safely(cfg: DictConfig) -> RunRecord | None:
         if rank0:
             folder.write_record(cfg)
             recorded = True
-        record = run(cfg)
+        with heartbeat.Heartbeat() if rank0 else contextlib.nullcontext():  # never 10 s without a line
+            record = run(cfg)
     except FolderTaken as e:
         lifecycle.refused(out, e, rank0)
         return None
