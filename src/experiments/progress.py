@@ -45,6 +45,13 @@ class RunProgressBar(TQDMProgressBar):
         super().on_test_batch_end(trainer, *args)
         heartbeat.beat()
 
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        # the test pass is over: its line ends here, with its own time, before the analyses print their
+        # progress and before Lightning's results table (Lightning closes it in on_test_end, after the
+        # analyses' on_test_epoch_end work, and its last redraw then counted their time as the test's)
+        if self._test_progress_bar is not None and not self._test_progress_bar.disable:
+            self._test_progress_bar.close()
+
     def get_metrics(self, trainer, pl_module) -> dict:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)

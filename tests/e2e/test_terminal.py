@@ -33,3 +33,32 @@ def test_a_resnet_smoke_run_is_never_silent_for_15_s(tmp_path, monkeypatch):
     result = gaps.gaps(argv, env=env)
     assert result["returncode"] == 0, result
     assert result["longest_gap_s"] <= 15, result
+
+
+def test_the_test_pass_line_ends_before_the_analyses_and_the_results_table(tmp_path, capfd, monkeypatch):
+    """Lightning closes its Testing bar in on_test_end, after every analysis's on_test_epoch_end work:
+    its last redraw then came after analysis output and counted it as test time. Ours ends with the
+    test pass, once, and the results table follows it."""
+    from inprocess import run_experiment
+
+    from analysis.vae_callbacks import VAEFigures
+
+    analyse = VAEFigures.on_test_epoch_end
+
+    def saying(self, trainer, pl_module):  # an analysis that prints as it starts, as the resnet and CLIP ones do
+        print("analysis: starting", flush=True)
+        analyse(self, trainer, pl_module)
+
+    monkeypatch.setattr(VAEFigures, "on_test_epoch_end", saying)
+    code, _ = run_experiment(
+        tmp_path, "task=vae", "debug=smoke", "data.synthetic_size=64", "logger=csv", "trainer.enable_progress_bar=true"
+    )
+    assert code == 0
+    out = capfd.readouterr().out
+    bar, analysis, table = (
+        out.rfind("Testing DataLoader 0: 100%"),
+        out.find("analysis: starting"),
+        out.find("Test metric"),
+    )
+    assert 0 <= bar < analysis < table, out[-3000:]
+    assert out[bar:analysis].count("\n") == 1, out[bar:analysis]  # the finished bar's line, once
