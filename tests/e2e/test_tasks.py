@@ -718,7 +718,11 @@ def test_tensorboard_and_many_loggers_get_scalars_and_figures(tmp_path, run_expe
     assert named.name == "vae debug=smoke data.synthetic_size=100"
     events = EventAccumulator(str(named), size_guidance={"images": 0})
     events.Reload()
-    assert {"val/neg_elbo", "test/neg_elbo", "test/latent_silhouette"} <= set(events.Tags()["scalars"])
+    scalars = set(events.Tags()["scalars"])
+    assert {"val/neg_elbo", "test/neg_elbo", "test/latent_silhouette"} <= scalars  # the HParams tab's numbers
+    # the Scalars tab opens on the training curves (its groups are alphabetical), not on epoch or lr-Adam
+    assert {"curves/train/loss_epoch", "curves/val/neg_elbo", "curves/lr-Adam"} <= scalars and "epoch" not in scalars
+    assert min(tag.split("/")[0] for tag in scalars) == "curves"
     assert {"vae/latent_space", "vae/samples", "curves/loss"} <= set(events.Tags()["images"])
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(events.PluginTagToContent("hparams"))
     assert (run / "csv" / "metrics.csv").is_file() and list(run.glob("wandb/offline-run-*"))  # and the other two
