@@ -78,6 +78,8 @@ def test_vae_smoke_run_leaves_all_its_evidence(tmp_path, run_experiment, capsys)
     assert history["test/neg_elbo"] == pytest.approx(m["test/neg_elbo"], rel=1e-6)
     assert history["test/latent_knn_acc"] == pytest.approx(m["test/latent_knn_acc"], rel=1e-6)
     assert history["vae/latent_grid"]["_type"] == "images/separated"
+    for key in ("vae/latent_grid", "vae/latent_space", "vae/reconstructions", "curves/loss"):  # a size W&B shows well
+        assert 800 <= max(history[key]["width"], history[key]["height"]) <= 1700, (key, history[key])
 
 
 def test_csv_and_no_logger(tmp_path, run_experiment):
