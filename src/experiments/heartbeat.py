@@ -20,7 +20,7 @@ import time
 
 log = logging.getLogger("experiments.run")
 
-_state = {"last": time.monotonic(), "phase": "starting"}
+_state: dict = {"last": time.monotonic(), "phase": "starting"}
 
 
 def beat() -> None:

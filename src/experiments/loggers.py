@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import string
+from argparse import Namespace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -313,10 +314,12 @@ class TensorBoardLogger(_LightningTensorBoardLogger):
             metrics = {_curve_tag(k): v for k, v in metrics.items() if k != "epoch"}
         super().log_metrics(metrics, step)
 
-    def log_hyperparams(self, params, metrics=None) -> None:
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace, metrics: dict[str, Any] | None = None, step: int | None = None
+    ) -> None:
         self._final = True  # the HParams session's metrics: scalars under their own names, which its columns read
         try:
-            super().log_hyperparams(params, metrics)
+            super().log_hyperparams(params, metrics, step)
         finally:
             self._final = False
 
