@@ -83,7 +83,8 @@ class TensorBatches:
         drop_last: bool = False,
         seed: int = 0,
         device: torch.device | None = None,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform: Callable[..., torch.Tensor] | None = None,
+        augment_seed: int | None = None,
     ):
         self.split, self.batch_size, self.shuffle, self.drop_last, self.seed = (
             split,
@@ -94,6 +95,7 @@ class TensorBatches:
         )
         self.device, self.transform = device, transform  # each batch: moved to `device`, then transformed
         self.progress = EpochProgress()  # which pass and how far into it: the loader's checkpointed state
+        self.augmentation = AugmentationRNG(augment_seed)  # the random draws of `transform`, checkpointed too
 
     @staticmethod
     def _world() -> tuple[int, int]:
@@ -121,21 +123,77 @@ class TensorBatches:
         if world > 1:
             total = self._per_rank() * world
             order = order.repeat(math.ceil(total / n))[:total][rank::world]
+        generator = self.augmentation.begin(self.device or device, epoch, start, rank)
         for b in range(start, len(self)):
             self.progress.batches = b + 1
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             x, y = self.split.images[index], self.split.labels[index]
             if self.device is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            yield (x if self.transform is None else self.transform(x)), y
+            if self.transform is not None:
+                x = self.transform(x) if generator is None else self.transform(x, generator=generator)
+            yield x, y
 
     # -- mid-epoch resume: Lightning checkpoints a training loader that has these two (its fit loop
     # keeps the state under "combined_loader" and hands it back before the resumed epoch's iter())
     def state_dict(self) -> dict:
-        return self.progress.state(images=len(self.split), world=self._world()[1], batch_size=self.batch_size)
+        state = self.progress.state(images=len(self.split), world=self._world()[1], batch_size=self.batch_size)
+        return {**state, **self.augmentation.state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.progress.load(state, images=len(self.split), world=self._world()[1], batch_size=self.batch_size)
+        self.augmentation.load(state, resumes_mid_pass=self.progress.resumes_mid_pass())
+
+
+def mixed_seed(seed: int, epoch: int, index: int) -> int:
+    """One seed out of three numbers (splitmix64 of them): an image's augmentation in one pass
+    (data=folder), a rank's augmentation generator in one pass (in memory). The same on any worker,
+    rank or attempt, and cheap enough to draw for every image as its batch is handed out."""
+    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) >> 2
+
+
+class AugmentationRNG:
+    """The generator an in-memory training loader's on-device augmentation draws from (flips,
+    crops): seeded per pass and rank by `seed` (the run's: torch's initial seed once `seed=` has
+    seeded it), on the batches' device, and part of the loader's checkpointed state, so that a pass
+    resumed mid-way draws what the uninterrupted pass would have drawn for its remaining batches.
+    `seed` None: the transform draws nothing (evaluation, cached features)."""
+
+    def __init__(self, seed: int | None):
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+        self._saved: dict | None = None  # a checkpoint's state, for the resumed pass
+
+    def begin(self, device: torch.device, epoch: int, start: int, rank: int) -> torch.Generator | None:
+        """The generator for pass `epoch` from batch `start` on: the checkpoint's state when this
+        pass is the one it resumes, else seeded for (seed, pass, rank)."""
+        if self.seed is None:
+            return None
+        saved, self._saved = self._saved, None
+        self.generator = torch.Generator(device=device)
+        if saved is not None and start > 0 and saved["augmentation_device"] == device.type:
+            self.generator.set_state(saved["augmentation"].cpu())
+        else:
+            if saved is not None and start > 0:
+                log.warning(
+                    "the checkpoint's augmentation state is of a %s generator, this run augments on %s: the rest "
+                    "of the interrupted epoch gets other random flips and crops than it would have had",
+                    saved["augmentation_device"],
+                    device.type,
+                )
+            self.generator.manual_seed(mixed_seed(self.seed, epoch, rank))
+        return self.generator
+
+    def state(self) -> dict:
+        if self.generator is None:
+            return {}
+        return {"augmentation": self.generator.get_state(), "augmentation_device": self.generator.device.type}
+
+    def load(self, state: dict, resumes_mid_pass: bool) -> None:
+        self._saved = state if resumes_mid_pass and "augmentation" in state else None
 
 
 class EpochProgress:
@@ -181,6 +239,10 @@ class EpochProgress:
         self.epoch, self.batches, self.started = int(state["epoch"]), int(state["batches"]), bool(state["started"])
         self._resume = (self.epoch, self.batches) if self.started else None
 
+    def resumes_mid_pass(self) -> bool:
+        """Whether the next iteration continues a pass from a batch past its first (a loaded state)."""
+        return self._resume is not None and self._resume[1] > 0
+
 
 class BatchTransform(nn.Module):
     """uint8 (N, C, H, W) -> float batch: [0, 1], channel repeat, resize, augmentation, normalise.
@@ -212,16 +274,19 @@ class BatchTransform(nn.Module):
             "std", None if std is None else torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False
         )
 
-    def forward(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """`generator`: what the augmentation draws from (None: torch's global generator)."""
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if self.channels is not None and x.shape[1] != self.channels:
             if x.shape[1] != 1:
                 raise ValueError(f"cannot turn {x.shape[1]} channels into data.channels={self.channels}")
             x = x.expand(-1, self.channels, -1, -1)
         if train and self.crop_padding > 0:
-            x = random_crop(x, self.crop_padding)
+            x = random_crop(x, self.crop_padding, generator)
         if train and self.hflip:
-            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
             x = F.interpolate(
@@ -232,12 +297,12 @@ class BatchTransform(nn.Module):
         return x.contiguous()
 
 
-def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-image random crop of the original size out of a zero-padded batch (CIFAR-style)."""
     n, _, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
     rows = (
         (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(-1, x.shape[1], -1, w + 2 * padding)
     )
@@ -377,6 +442,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             seed=self.split_seed,
             device=device,
             transform=transform,
+            augment_seed=torch.initial_seed() if shuffle and transform is not None else None,  # the run's seed
         )
 
     @torch.no_grad()

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .base import BatchTransform, EpochProgress
+from .base import BatchTransform, EpochProgress, mixed_seed
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +199,6 @@ def rank_batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np
     return [b for b in np.array_split(mine, count) if len(b)]
 
 
-def image_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one image's augmentation in one pass (splitmix64 of the three): the same on any
-    worker, rank or attempt, and cheap enough to draw for every image as its batch is handed out."""
-    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
-    return (z ^ (z >> 31)) >> 2
-
-
 class PassSampler:
     """The DataLoader's batch sampler for one pass: this rank's batches from `start` on, each a list
     of (image index, augmentation seed or None), made as the loader asks for them (nothing per image
@@ -224,7 +215,7 @@ class PassSampler:
             if self.seed is None:
                 yield [(int(i), None) for i in b]
             else:
-                yield [(int(i), image_seed(self.seed, self.epoch, int(i))) for i in b]
+                yield [(int(i), mixed_seed(self.seed, self.epoch, int(i))) for i in b]
 
 
 class FolderBatches:
