@@ -311,6 +311,15 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
     return cropped.gather(3, cols)
 
 
+def compute_device(datamodule: pl.LightningDataModule) -> torch.device:
+    """Where a data module's batches are transformed and consumed: the model's device once a
+    trainer runs, else the CPU."""
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is not None and trainer.lightning_module is not None:
+        return trainer.strategy.root_device
+    return torch.device("cpu")
+
+
 class InMemoryDataModule(pl.LightningDataModule):
     """Base for image classification data sets that fit in memory.
 
@@ -416,11 +425,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self.splits[name]
 
     def _compute_device(self) -> torch.device:
-        """Where batches are transformed and consumed: the model's device once a trainer runs."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.lightning_module is not None:
-            return trainer.strategy.root_device
-        return torch.device("cpu")
+        return compute_device(self)
 
     def _batches(self, name: str, shuffle: bool, device: torch.device | None = None) -> TensorBatches:
         device = device or self._compute_device()
