@@ -342,6 +342,8 @@ class FolderBatches:
             args.pop("prefetch_factor", None)
             args.pop("persistent_workers", None)
         on_device = getattr(self.dataset, "gpu_decode", False)  # the workers send encoded JPEGs
+        if on_device:  # decode_jpeg reads its input on the host: pinning every small byte tensor only costs
+            args["pin_memory"] = False
         loader = DataLoader(
             self.dataset, batch_sampler=items, collate_fn=collate_encoded if on_device else None, **args
         )
