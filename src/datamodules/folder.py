@@ -6,7 +6,10 @@ worker processes would copy on touch); images are decoded, cropped and flipped i
 worker processes and arrive as uint8 batches; scaling and normalisation run batched on the
 model's device, as for the in-memory data sets. Training takes a random resized crop and a
 horizontal flip, evaluation a resize of the shorter side and a centre crop: the standard
-fine-tuning transforms, their sizes and statistics from the model's weights unless set.
+fine-tuning transforms, their sizes and statistics from the model's weights unless set. With
+`gpu_decode` (data.gpu_decode=true, a CUDA device) the workers only read each JPEG's bytes and each
+batch is decoded on the GPU in one nvJPEG call, then given the same transforms there
+(`decode_batch`).
 
 Each pass's order is a seeded permutation, split over DDP ranks without overlap (rank r takes
 every world-th image; every rank gets the same number of batches, sized within one image of each
