@@ -95,7 +95,7 @@ class TensorBatches:
         )
         self.device, self.transform = device, transform  # each batch: moved to `device`, then transformed
         self.progress = EpochProgress()  # which pass and how far into it: the loader's checkpointed state
-        self.augmentation = AugmentationRNG(augment_seed)  # the random draws of `transform`, checkpointed too
+        self.augmentation = AugmentationRNG(augment_seed)  # the random draws of `transform`, its seed checkpointed too
 
     @staticmethod
     def _world() -> tuple[int, int]:
@@ -123,7 +123,6 @@ class TensorBatches:
         if world > 1:
             total = self._per_rank() * world
             order = order.repeat(math.ceil(total / n))[:total][rank::world]
-        generator = self.augmentation.begin(self.device or device, epoch, start, rank)
         for b in range(start, len(self)):
             self.progress.batches = b + 1
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
@@ -131,6 +130,7 @@ class TensorBatches:
             if self.device is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.transform is not None:
+                generator = self.augmentation.for_batch(x.device, epoch, b, rank)
                 x = self.transform(x) if generator is None else self.transform(x, generator=generator)
             yield x, y
 
@@ -142,7 +142,7 @@ class TensorBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self.progress.load(state, images=len(self.split), world=self._world()[1], batch_size=self.batch_size)
-        self.augmentation.load(state, resumes_mid_pass=self.progress.resumes_mid_pass())
+        self.augmentation.load(state)
 
 
 def mixed_seed(seed: int, epoch: int, index: int) -> int:
@@ -156,44 +156,31 @@ def mixed_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class AugmentationRNG:
-    """The generator an in-memory training loader's on-device augmentation draws from (flips,
-    crops): seeded per pass and rank by `seed` (the run's: torch's initial seed once `seed=` has
-    seeded it), on the batches' device, and part of the loader's checkpointed state, so that a pass
-    resumed mid-way draws what the uninterrupted pass would have drawn for its remaining batches.
-    `seed` None: the transform draws nothing (evaluation, cached features)."""
+    """What an in-memory training loader's on-device augmentation (flips, crops) draws from: one
+    generator on the batches' device, seeded for each batch by (seed, rank, pass, batch), `seed` the
+    run's (torch's initial seed once `seed=` has seeded it). The seed is part of the loader's
+    checkpointed state beside the pass and the batch, so a pass resumed mid-way draws, on every
+    rank, what the uninterrupted pass would have drawn for its remaining batches. (A generator's
+    running state would not do: Lightning's checkpoint holds rank 0's loader state only, which other
+    ranks could not continue from.) `seed` None: the transform draws nothing (evaluation, features)."""
 
     def __init__(self, seed: int | None):
         self.seed = seed
         self.generator: torch.Generator | None = None
-        self._saved: dict | None = None  # a checkpoint's state, for the resumed pass
 
-    def begin(self, device: torch.device, epoch: int, start: int, rank: int) -> torch.Generator | None:
-        """The generator for pass `epoch` from batch `start` on: the checkpoint's state when this
-        pass is the one it resumes, else seeded for (seed, pass, rank)."""
+    def for_batch(self, device: torch.device, epoch: int, batch: int, rank: int) -> torch.Generator | None:
         if self.seed is None:
             return None
-        saved, self._saved = self._saved, None
-        self.generator = torch.Generator(device=device)
-        if saved is not None and start > 0 and saved["augmentation_device"] == device.type:
-            self.generator.set_state(saved["augmentation"].cpu())
-        else:
-            if saved is not None and start > 0:
-                log.warning(
-                    "the checkpoint's augmentation state is of a %s generator, this run augments on %s: the rest "
-                    "of the interrupted epoch gets other random flips and crops than it would have had",
-                    saved["augmentation_device"],
-                    device.type,
-                )
-            self.generator.manual_seed(mixed_seed(self.seed, epoch, rank))
-        return self.generator
+        if self.generator is None or self.generator.device.type != device.type:
+            self.generator = torch.Generator(device=device)
+        return self.generator.manual_seed(mixed_seed(mixed_seed(self.seed, rank, 0), epoch, batch))
 
     def state(self) -> dict:
-        if self.generator is None:
-            return {}
-        return {"augmentation": self.generator.get_state(), "augmentation_device": self.generator.device.type}
+        return {} if self.seed is None else {"augmentation_seed": self.seed}
 
-    def load(self, state: dict, resumes_mid_pass: bool) -> None:
-        self._saved = state if resumes_mid_pass and "augmentation" in state else None
+    def load(self, state: dict) -> None:
+        if self.seed is not None and "augmentation_seed" in state:
+            self.seed = int(state["augmentation_seed"])  # the interrupted run's stream, whatever seeded this process
 
 
 class EpochProgress:
@@ -238,10 +225,6 @@ class EpochProgress:
             return
         self.epoch, self.batches, self.started = int(state["epoch"]), int(state["batches"]), bool(state["started"])
         self._resume = (self.epoch, self.batches) if self.started else None
-
-    def resumes_mid_pass(self) -> bool:
-        """Whether the next iteration continues a pass from a batch past its first (a loaded state)."""
-        return self._resume is not None and self._resume[1] > 0
 
 
 class BatchTransform(nn.Module):

@@ -13,6 +13,7 @@ import torch
 from sample_ids import NumberedImages, numbered_folder
 
 from datamodules import folder
+from datamodules.base import TensorBatches
 from datamodules.folder import FolderDataModule
 
 
@@ -70,16 +71,29 @@ def test_in_memory_loader_resumes_with_the_same_flips_and_crops(stop):
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(other, reference[0], strict=True))  # seed= matters
 
 
-def test_an_augmentation_state_of_another_device_reseeds_and_says_so(caplog):
-    first = NumberedImages(**AUGMENTED).train_dataloader()
+def test_every_rank_resumes_its_augmentation_from_rank_0s_state(monkeypatch):
+    """Lightning's checkpoint holds rank 0's loader state: rank 1 loaded with it continues its own
+    batches with its own flips and crops (they differ from rank 0's)."""
+    torch.manual_seed(7)
+    loaders = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(TensorBatches, "_world", staticmethod(lambda rank=rank: (rank, 2)))
+        make = lambda: NumberedImages(**AUGMENTED).train_dataloader()  # noqa: E731
+        loaders[rank] = (make, passes(make(), 2, tensors=True))
+    monkeypatch.setattr(TensorBatches, "_world", staticmethod(lambda: (0, 2)))
+    first = loaders[0][0]()
+    list(first)
     it = iter(first)
-    next(it)
-    state = {**first.state_dict(), "augmentation_device": "cuda"}
-    second = NumberedImages(**AUGMENTED).train_dataloader()
+    next(it), next(it)
+    state = first.state_dict()  # what rank 0 writes into the checkpoint
+    monkeypatch.setattr(TensorBatches, "_world", staticmethod(lambda: (1, 2)))
+    second = loaders[1][0]()
     second.load_state_dict(state)
-    with caplog.at_level(logging.WARNING):
-        assert len(list(second)) == 6  # the rest of the pass, augmented from a fresh seed
-    assert "other random flips and crops" in caplog.text
+    got, want = [(x, y.tolist()) for x, y in second], loaders[1][1][1][2:]
+    assert [y for _, y in got] == [y for _, y in want] and len(got) == 2
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(got, want, strict=True))
+    rank0 = loaders[0][1][1][2:]
+    assert not any(torch.equal(a, b) for (a, _), (b, _) in zip(got, rank0, strict=True))
 
 
 def test_lightning_checkpoint_resumes_the_in_memory_augmentation(tmp_path):
