@@ -20,7 +20,16 @@ import time
 
 import pytest
 from cli import cli_command, cli_env
-from slurm_cluster import SCRIPT, SLURM_CONF, Case, interrupt_when_training, sacct, slurm, task_pids, why_no_cluster
+from slurm_cluster import (
+    SCRIPT,
+    SLURM_CONF,
+    Case,
+    interrupt_when_training,
+    requeue_and_wait,
+    sacct,
+    task_pids,
+    why_no_cluster,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -144,17 +153,6 @@ def kill_rank(sig: int, rank: int = 1):
     return action
 
 
-def requeue_and_wait(case: Case) -> None:
-    """`scontrol requeue` of the ended job (what a user or a cluster's policy does), then its end."""
-    slurm("scontrol", "requeue", case.array_job)
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        (row,) = sacct(case.array_job)
-        if row["state"] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD"):
-            return
-        time.sleep(3)
-
-
 @pytest.mark.parametrize(
     ("sig", "timeout_s", "why"),
     [(signal.SIGKILL, 1800, "by peer"), (signal.SIGSTOP, 45, "Timed out waiting 45000ms")],
@@ -185,7 +183,8 @@ def test_a_two_node_job_losing_a_task_ends_with_its_checkpoint_and_a_requeue_con
     assert [r["state"] for r in sacct(case.array_job)] == ["FAILED"]
     assert (job / "checkpoints" / "last.ckpt").is_file()  # the first epoch's, intact
 
-    requeue_and_wait(case)
+    record = requeue_and_wait(case.slurm_id(0))
+    assert record["JobState"] == "COMPLETED" and (job / "metrics.json").is_file(), f"{record}\n{case.evidence()}"
     result = json.loads((job / "metrics.json").read_text())
     assert result["status"] == "ok" and result["epochs"] == 3
     assert not (job / "FAILED").exists()

@@ -49,6 +49,36 @@ def sacct(job: str, *, all_attempts: bool = False) -> list[dict[str, str]]:
         time.sleep(2)
 
 
+def job_record(job: str) -> dict[str, str]:
+    """slurmctld's own record of `job` (`scontrol show job -o`): JobState, Restarts, ... as they are
+    now. sacct reads slurmdbd, which lags: right after `scontrol requeue` of an ended job it can
+    still show the ended attempt (found by CI: a wait on sacct returned before the requeue ran)."""
+    line = slurm("scontrol", "show", "job", "-o", job).splitlines()[0]
+    return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+
+
+def requeue_and_wait(job: str, timeout_s: float = 900) -> dict[str, str]:
+    """`scontrol requeue` of the ended `job` (what a user or a cluster's policy does), then wait until
+    slurmctld has started it again and that attempt has ended; its record then."""
+    restarts = int(job_record(job)["Restarts"])
+    slurm("scontrol", "requeue", job)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        record = job_record(job)
+        ended = record["JobState"] not in (
+            "PENDING",
+            "RUNNING",
+            "COMPLETING",
+            "REQUEUED",
+            "REQUEUE_HOLD",
+            "CONFIGURING",
+        )
+        if int(record["Restarts"]) > restarts and ended:
+            return record
+        time.sleep(3)
+    raise TimeoutError(f"job {job} requeued but not ended within {timeout_s:.0f} s: {job_record(job)}")
+
+
 @dataclass
 class Case:
     """One `python -m experiments -m hydra/launcher=slurm ...` running in the background."""
@@ -101,6 +131,16 @@ class Case:
 
     def job(self, n: int = 0) -> Path:
         return self.sweep / str(n)
+
+    def evidence(self, n: int = 0, chars: int = 4000) -> str:
+        """What job n left, for a failure message: its FAILED/REQUEUED notes, every attempt's
+        state, and the tails of its logs and of submitit's stdout/stderr of each task."""
+        job = self.job(n)
+        files = [job / "FAILED", job / "REQUEUED", *sorted(job.glob("*.log"))]
+        files += sorted((self.sweep / ".submitit").glob("*/*_log.*"))
+        parts = [f"attempts: {sacct(self.array_job, all_attempts=True)}"]
+        parts += [f"--- {f}:\n{f.read_text(errors='replace')[-chars:]}" for f in files if f.is_file()]
+        return "\n".join(parts)
 
 
 def interrupt_when_training(case: Case, command: list[str] | Callable[[str], object]) -> None:
