@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from formats import write_image_folder
 from smoke import RESNET_SMOKE
 from tiny_models import TINY_CLIP_SCRATCH, save_tiny_vit
@@ -654,6 +655,11 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
         "callbacks.lesion (LesionSweep) needs a model that is ResidualBlocks: VAEModule has no",
     ),
 }
+if not torch.cuda.is_available():  # data.gpu_decode needs a CUDA device; with one, this run would go on
+    BAD["gpu_decode without a GPU"] = (
+        ["task=resnet", "data=folder", "data.root=/nonexistent", "data.gpu_decode=true", "model.arch=resnet18"],
+        "data.gpu_decode=true decodes JPEGs on a CUDA GPU (nvJPEG) and this run's device is cpu",
+    )
 
 
 @pytest.mark.parametrize("case", list(BAD))
