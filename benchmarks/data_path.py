@@ -5,12 +5,13 @@ resized crop to --image-size, a horizontal flip, scaling and normalisation; batc
 --batch-size, shuffled, --workers worker processes):
 - plain: torchvision's ImageFolder + PIL + transforms.Compose + a DataLoader (what a notebook writes)
 - folder: data=folder (datamodules.FolderDataModule): torchvision's decoders in the workers, uint8 batches,
-  normalised batched in the main process
+  normalised batched on --device
 - shards: data=shards (datamodules.ShardsDataModule): the same, read from litdata chunks converted once
 - litdata: litdata's own StreamingDataset + StreamingDataLoader over the same chunks (its order, not ours)
 - webdataset: webdataset 1.0.2 tar shards of the same files, the same decode and transform
-- gpu_decode (on a GPU only): the workers only read the files; each batch is decoded with nvJPEG
-  (torchvision.io.decode_jpeg(list, device="cuda")), cropped, flipped and normalised on the GPU
+- gpu_decode (on a GPU only): data=folder with data.gpu_decode=true: the workers only read the files; each
+  batch is decoded with nvJPEG (torchvision.io.decode_jpeg(list, device="cuda")), cropped, flipped and
+  normalised on the GPU
 The JPEGs are made here (random smooth images, --side x 3/4 --side px, quality 90), in a temporary folder.
 Ratios: each contender / plain. Steady state: `warmup` batches untimed, then `repeats` windows of
 `steps` batches (harness.py); passes follow each other without a pause (a new pass starts its workers).
@@ -76,27 +77,22 @@ def plain(root: Path, args):
     return cycle(lambda: iter(loader))
 
 
-def module_loader(dm, args):
-    loader = dm.train_dataloader()
-    return cycle(lambda: iter(loader))
+def streamed(module: str, **keys):
+    """A data module's own training loader, batches on --device: data=folder (`folder`), data=shards
+    (`shards`), data=folder with data.gpu_decode=true (`gpu_decode`)."""
 
+    def make(root: Path, args):
+        from hydra.utils import instantiate
 
-def data_module(data: str, root: Path, args):
-    """data=<data> as conf/ configures it, with this benchmark's settings (its keys' one home is the YAML)."""
-    from hydra.utils import instantiate
+        data = "shards" if module == "shards" else "folder"  # as conf/ configures it, with this benchmark's settings
+        dm = instantiate(
+            compose(f"data={data}").data, root=str(root), image_size=args.image_size, mean=MEAN, std=STD,
+            batch_size=args.batch_size, num_workers=args.workers, drop_last=True, **keys, _convert_="all",
+        )  # fmt: skip
+        loader = dm._batches("train", shuffle=True, device=torch.device(args.device))
+        return cycle(lambda: iter(loader))
 
-    return instantiate(
-        compose(f"data={data}").data, root=str(root), image_size=args.image_size, mean=MEAN, std=STD,
-        batch_size=args.batch_size, num_workers=args.workers, drop_last=True, _convert_="all",
-    )  # fmt: skip
-
-
-def folder(root: Path, args):
-    return module_loader(data_module("folder", root, args), args)
-
-
-def shards(root: Path, args):
-    return module_loader(data_module("shards", root, args), args)
+    return make
 
 
 class _Decode:
@@ -169,54 +165,6 @@ def write_webdataset(folder: Path, out: Path, shard_images: int) -> None:
             sink.write({"__key__": f"{i:08d}", "jpg": f.read_bytes(), "cls": str(classes.index(f.parent.name))})
 
 
-class _ReadBytes(torch.utils.data.Dataset):
-    """The GPU path's workers: file bytes and labels only."""
-
-    def __init__(self, root: Path):
-        from datamodules.folder import class_folders, scan
-
-        self.split_dir = root / "train"
-        self.paths, self.labels = scan(self.split_dir, class_folders(self.split_dir))
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        from torchvision.io import read_file
-
-        return read_file(str(self.split_dir / self.paths[i].decode())), int(self.labels[i])
-
-
-def gpu_decode(root: Path, args):
-    """nvJPEG: one batched decode_jpeg call per batch on the GPU, then per-image crops on the GPU."""
-    from torchvision.io import decode_jpeg
-    from torchvision.transforms.v2 import functional as TF
-
-    from datamodules.folder import crop_box
-
-    ds = _ReadBytes(root)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
-        collate_fn=lambda items: ([d for d, _ in items], torch.tensor([y for _, y in items])),
-    )  # fmt: skip
-    device = torch.device(args.device)
-    mean, std = torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    g = torch.Generator().manual_seed(0)
-
-    def passes():
-        for data, y in loader:
-            images = decode_jpeg(data, device=device)
-            out = []
-            for img in images:
-                top, left, h, w = crop_box(img.shape[-2], img.shape[-1], (0.08, 1.0), (3 / 4, 4 / 3), g)
-                img = TF.resized_crop(img, top, left, h, w, [args.image_size] * 2, antialias=True)
-                out.append(img.flip(-1) if float(torch.rand(1, generator=g)) < 0.5 else img)
-            x = torch.stack(out).float().div_(255)
-            yield (x - mean) / std, y.to(device, non_blocking=True)
-
-    return cycle(passes)
-
-
 def main() -> None:
     p = arguments(__doc__.split("\n")[0], batch_size=64, warmup=4, steps=8, repeats=3)
     p.add_argument("--images", type=int, default=2000, help="JPEGs in train/ (made here)")
@@ -265,8 +213,8 @@ def main() -> None:
             write_webdataset(root, tmp / "wds", shard_images=max(8, n_train // 8))
         sources = {"shards": tmp / "shards", "litdata": tmp / "shards", "webdataset": tmp / "wds"}  # else the folder
         makers = {
-            "plain": plain, "folder": folder, "shards": shards, "litdata": litdata_native, "webdataset": webdataset,
-            "gpu_decode": gpu_decode,
+            "plain": plain, "folder": streamed("folder"), "shards": streamed("shards"), "litdata": litdata_native,
+            "webdataset": webdataset, "gpu_decode": streamed("folder", gpu_decode=True),
         }  # fmt: skip
         for name in names:
             batches = makers[name](sources.get(name, root), args)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark in one prepared run, sized to finish in under 9 minutes on one H100/H200 (data_path not yet
+# Every benchmark in one prepared run, sized to finish in under 9 minutes on one H100/H200 (data_path and resnet_folder not yet
 # measured there: its rows were never run on a GPU):
 # a JSON and a log per benchmark, OUT/summary.json and OUT/summary.md (one markdown table).
 #   bash benchmarks/fetch_wheels.sh                      # here, once: .whl/ with what the GPU machine lacks
@@ -46,11 +46,16 @@ bench() {
   fi
   grep -A8 "^[a-z].* on " "$out/$name.log" | grep -v "^\[" | tail -n 9
 }
-for name in ${BENCHMARKS:-vit_train resnet_train vae_train clip_embedding vit_analyses clip_train data_path}; do  # BENCHMARKS: a subset
+for name in ${BENCHMARKS:-vit_train resnet_train vae_train clip_embedding vit_analyses clip_train data_path resnet_folder}; do  # BENCHMARKS: a subset
   if [ "$name" = data_path ]; then
     # the data path alone: JPEGs made here (4,000 at 500x375), the plain ImageFolder+PIL loader, data=folder,
-    # data=shards (if litdata is installed) with DATA_WORKERS decoding processes, and nvJPEG batched on the GPU
+    # data=shards (if litdata is installed) with DATA_WORKERS decoding processes, and data=folder with
+    # data.gpu_decode=true (nvJPEG batched on the GPU)
     bench "$name" --workers "${DATA_WORKERS:-8}" --images 4000 "$@"
+  elif [ "$name" = resnet_folder ]; then
+    # ResNet-152 at 224, batch 256, trained from ~9,000 JPEGs made here through data=folder (data.gpu_decode=true,
+    # and =false with DATA_WORKERS decoding processes) against the compute-only bound: the goal is >= 0.9
+    bench "$name" --arch resnet152 --image-size 224 --batch-size 256 --workers "${DATA_WORKERS:-8}" "$@"
   else
     bench "$name" "$@"
   fi

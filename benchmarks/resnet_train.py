@@ -69,6 +69,30 @@ def cycle(loader):
         yield from loader
 
 
+def training_bound(args, device: torch.device, classes: int = 10) -> list[float]:
+    """Compute only: training steps of torchvision's `args.arch` at `args.batch_size` x
+    `args.image_size` on one normalised batch already on the device, with the framework's precision
+    and memory layout there (bf16 autocast and channels_last on a GPU), Adam; seconds per window of
+    `args.steps` steps."""
+    import torchvision
+
+    amp, layout = bf16(device), torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    torch.manual_seed(0)
+    net = torchvision.models.get_model(args.arch, weights=None, num_classes=classes).to(device, memory_format=layout)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).to(memory_format=layout)
+    y = torch.randint(0, classes, (args.batch_size,), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return timed_windows(step, args.warmup, args.steps, args.repeats, device)
+
+
 def main() -> None:
     gpu = torch.cuda.is_available()
     p = arguments(__doc__.splitlines()[0], batch_size=256 if gpu else 64, warmup=5 if gpu else 2, steps=10, repeats=3)
@@ -120,21 +144,8 @@ def main() -> None:
 
     results = {}
     if args.only in (None, "full"):
-        net, opt = model()
-        net = net.to(memory_format=layout)
-        x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).to(memory_format=layout)
-        y = torch.randint(0, 10, (args.batch_size,), device=device)
-
-        def bound_step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = F.cross_entropy(net(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
+        contenders = {"bound": rate(training_bound(args, device), args.steps * args.batch_size)}
         timing = partial(timed_windows, warmup=args.warmup, steps=args.steps, repeats=args.repeats, device=device)
-        contenders = {"bound": rate(timing(bound_step), args.steps * args.batch_size)}
-
         contenders["seed"] = rate(timing(seed_stepper(False)), args.steps * 32)
         with tempfile.TemporaryDirectory() as tmp:
             windows = time_framework(

@@ -27,11 +27,13 @@ def table(results: list[dict]) -> str:
             x = c[name]
             return f"{x['per_s']:,.0f} {unit} ({x['min']:,.0f}..{x['max']:,.0f})"
 
-        fw_seed, fw_bound = ratios.get("framework/seed"), ratios.get("framework/bound")
-        lines.append(
-            f"| {r['benchmark']} | {r['device']} | {cell('framework')} | {cell('seed')} | {cell('bound')} | "
-            f"{'—' if fw_seed is None else f'{fw_seed:.2f}x'} | {'—' if fw_bound is None else f'{fw_bound:.3f}'} |"
-        )
+        for fw in [n for n in c if n == "framework" or n.startswith("framework_")]:  # e.g. framework_cpu_decode
+            fw_seed, fw_bound = ratios.get(f"{fw}/seed"), ratios.get(f"{fw}/bound")
+            name = r["benchmark"] + ("" if fw == "framework" else f" [{fw}]")
+            lines.append(
+                f"| {name} | {r['device']} | {cell(fw)} | {cell('seed')} | {cell('bound')} | "
+                f"{'—' if fw_seed is None else f'{fw_seed:.2f}x'} | {'—' if fw_bound is None else f'{fw_bound:.3f}'} |"
+            )
     if data_paths:
         lines += [
             "",

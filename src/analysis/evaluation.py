@@ -22,9 +22,21 @@ def class_names(trainer: Any, n: int) -> list[str]:
 def eval_batches(
     trainer: Any, pl_module: pl.LightningModule, max_images: int | None = None, split: str = "test"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(model-ready images, labels) on the model's device, from the start of a split, unaugmented."""
+    """(model-ready images, labels) on the model's device, from the start of a split, unaugmented.
+    A run whose test pass is limited to a count of batches (debug=smoke, trainer.limit_test_batches=2)
+    analyses those batches' test images only, as the feature cache does for train and val."""
     dm: EvaluationData = trainer.datamodule
-    return dm.eval_batches(split, pl_module.device, max_images)
+    return dm.eval_batches(
+        split, pl_module.device, tested_images(trainer, max_images) if split == "test" else max_images
+    )
+
+
+def tested_images(trainer: Any, max_images: int | None) -> int | None:
+    """max_images, at most the images of an integer `limit_test_batches` (a fraction: no cap)."""
+    limit, size = getattr(trainer, "limit_test_batches", None), getattr(trainer.datamodule, "eval_batch_size", None)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not isinstance(size, int):
+        return max_images
+    return limit * size if max_images is None else min(max_images, limit * size)
 
 
 def accuracy(trainer: Any, pl_module: Any, max_images: int | None = None, split: str = "test") -> float:

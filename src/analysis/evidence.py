@@ -25,12 +25,24 @@ def figure_dir(trainer: pl.Trainer) -> Path:
     return path
 
 
+# The longest side of a saved figure, in pixels. W&B (and TensorBoard, and the README) show an image scaled to
+# its panel: a 12x9 inch grid at 110 dpi was ~1,500 px, a 2.5 inch heat map ~300 px, whose text a panel
+# blurred. Figures keep their layout in inches (text sizes are in points) and are drawn at the resolution
+# that brings their longest side into this range: 110 dpi where that does, more for small ones, less for big.
+FIGURE_PX = (900, 1600)
+
+
+def figure_dpi(fig: plt.Figure, base: float = 110.0) -> float:
+    longest = max(fig.get_size_inches())
+    return min(max(base, FIGURE_PX[0] / longest), FIGURE_PX[1] / longest)
+
+
 def log_figure(trainer: pl.Trainer, name: str, fig: plt.Figure) -> Path:
     """Save `fig` as figures/<name>.png and log it as an image to every logger that takes one
     (under DDP: rank 0 only, from its share of the data)."""
     path = figure_dir(trainer) / f"{name.replace('/', '_')}.png"
     if trainer.is_global_zero:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(path, dpi=figure_dpi(fig), bbox_inches="tight")
         for lg in trainer.loggers:
             if hasattr(lg, "log_image"):  # W&B
                 lg.log_image(key=name, images=[str(path)], step=trainer.global_step)
@@ -100,13 +112,15 @@ class Progress:
     def __init__(self, name: str, total: int, unit: str, detail: str = "", every_s: float = 10.0):
         self.name, self.total, self.unit, self.every_s = name, total, unit, every_s
         self.done, self.start = 0, time.monotonic()
-        self.last = self.start
+        self.last = self.previous = self.start
         _log.info("%s: %d %s%s", name, total, unit, f" ({detail})" if detail else "")
 
     def step(self, what: str = "") -> None:
         self.done += 1
         now = time.monotonic()
-        if now - self.last >= self.every_s or self.done == self.total:
+        # a line now if the next step, as long as this one took, would end past every_s without one
+        took, self.previous = now - self.previous, now
+        if now - self.last + took >= self.every_s or self.done == self.total:
             self.last = now
             at = f", {what}" if what else ""
             _log.info("%s: %d/%d %s%s (%.0f s)", self.name, self.done, self.total, self.unit, at, now - self.start)

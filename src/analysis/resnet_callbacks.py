@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 
 from . import embedding, figures, lesion
 from .contracts import EvaluationData, ResidualBlocks, StageFeatures
-from .evaluation import accuracy, class_names, eval_batches
+from .evaluation import accuracy, class_names, eval_batches, tested_images
 from .evidence import Progress, describe_run, log_figure, log_numbers, log_table
 
 
@@ -45,11 +45,12 @@ class LesionSweep(Callback):
         subsets = {
             k: lesion.random_block_subsets(n, k, self.random_trials if 0 < k < n else 1, self.seed) for k in k_values
         }
+        images = tested_images(trainer, self.num_images) or "all"
         progress = Progress(
             "lesion sweep",
             1 + n + sum(len(s) for s in subsets.values()),
             "test passes",
-            f"{self.num_images or 'all'} test images each: intact, each of {n} blocks dropped, k random blocks dropped",
+            f"{images} test images each: intact, each of {n} blocks dropped, k random blocks dropped",
         )
         baseline = accuracy(trainer, pl_module, self.num_images)
         progress.step("intact")
@@ -72,9 +73,10 @@ class LesionSweep(Callback):
         projection = pl_module.projection_blocks()
         chance = 1 / len(trainer.datamodule.classes)
         worst = int(np.argmin(single))
+        images = tested_images(trainer, self.num_images) or "all"
         title = (
             f"lesion study (Veit et al. 2016): blocks dropped after training, no retraining\n"
-            f"{describe_run(trainer, pl_module)} ({self.num_images or 'all'} images): intact {baseline:.1%}, "
+            f"{describe_run(trainer, pl_module)} ({images} images): intact {baseline:.1%}, "
             f"worst single drop {names[worst]} {single[worst]:.1%}"
         )
         log_figure(

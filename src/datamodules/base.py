@@ -83,7 +83,8 @@ class TensorBatches:
         drop_last: bool = False,
         seed: int = 0,
         device: torch.device | None = None,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform: Callable[..., torch.Tensor] | None = None,
+        augment_seed: int | None = None,
     ):
         self.split, self.batch_size, self.shuffle, self.drop_last, self.seed = (
             split,
@@ -94,6 +95,7 @@ class TensorBatches:
         )
         self.device, self.transform = device, transform  # each batch: moved to `device`, then transformed
         self.progress = EpochProgress()  # which pass and how far into it: the loader's checkpointed state
+        self.augmentation = AugmentationRNG(augment_seed)  # the random draws of `transform`, its seed checkpointed too
 
     @staticmethod
     def _world() -> tuple[int, int]:
@@ -127,15 +129,58 @@ class TensorBatches:
             x, y = self.split.images[index], self.split.labels[index]
             if self.device is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            yield (x if self.transform is None else self.transform(x)), y
+            if self.transform is not None:
+                generator = self.augmentation.for_batch(x.device, epoch, b, rank)
+                x = self.transform(x) if generator is None else self.transform(x, generator=generator)
+            yield x, y
 
     # -- mid-epoch resume: Lightning checkpoints a training loader that has these two (its fit loop
     # keeps the state under "combined_loader" and hands it back before the resumed epoch's iter())
     def state_dict(self) -> dict:
-        return self.progress.state(images=len(self.split), world=self._world()[1], batch_size=self.batch_size)
+        state = self.progress.state(images=len(self.split), world=self._world()[1], batch_size=self.batch_size)
+        return {**state, **self.augmentation.state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.progress.load(state, images=len(self.split), world=self._world()[1], batch_size=self.batch_size)
+        self.augmentation.load(state)
+
+
+def mixed_seed(seed: int, epoch: int, index: int) -> int:
+    """One seed out of three numbers (splitmix64 of them): an image's augmentation in one pass
+    (data=folder), a rank's augmentation generator in one pass (in memory). The same on any worker,
+    rank or attempt, and cheap enough to draw for every image as its batch is handed out."""
+    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) >> 2
+
+
+class AugmentationRNG:
+    """What an in-memory training loader's on-device augmentation (flips, crops) draws from: one
+    generator on the batches' device, seeded for each batch by (seed, rank, pass, batch), `seed` the
+    run's (torch's initial seed once `seed=` has seeded it). The seed is part of the loader's
+    checkpointed state beside the pass and the batch, so a pass resumed mid-way draws, on every
+    rank, what the uninterrupted pass would have drawn for its remaining batches. (A generator's
+    running state would not do: Lightning's checkpoint holds rank 0's loader state only, which other
+    ranks could not continue from.) `seed` None: the transform draws nothing (evaluation, features)."""
+
+    def __init__(self, seed: int | None):
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+
+    def for_batch(self, device: torch.device, epoch: int, batch: int, rank: int) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        if self.generator is None or self.generator.device.type != device.type:
+            self.generator = torch.Generator(device=device)
+        return self.generator.manual_seed(mixed_seed(mixed_seed(self.seed, rank, 0), epoch, batch))
+
+    def state(self) -> dict:
+        return {} if self.seed is None else {"augmentation_seed": self.seed}
+
+    def load(self, state: dict) -> None:
+        if self.seed is not None and "augmentation_seed" in state:
+            self.seed = int(state["augmentation_seed"])  # the interrupted run's stream, whatever seeded this process
 
 
 class EpochProgress:
@@ -212,16 +257,19 @@ class BatchTransform(nn.Module):
             "std", None if std is None else torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False
         )
 
-    def forward(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """`generator`: what the augmentation draws from (None: torch's global generator)."""
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if self.channels is not None and x.shape[1] != self.channels:
             if x.shape[1] != 1:
                 raise ValueError(f"cannot turn {x.shape[1]} channels into data.channels={self.channels}")
             x = x.expand(-1, self.channels, -1, -1)
         if train and self.crop_padding > 0:
-            x = random_crop(x, self.crop_padding)
+            x = random_crop(x, self.crop_padding, generator)
         if train and self.hflip:
-            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
             x = F.interpolate(
@@ -232,18 +280,27 @@ class BatchTransform(nn.Module):
         return x.contiguous()
 
 
-def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-image random crop of the original size out of a zero-padded batch (CIFAR-style)."""
     n, _, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
     rows = (
         (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(-1, x.shape[1], -1, w + 2 * padding)
     )
     cropped = padded.gather(2, rows)
     cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(-1, x.shape[1], h, -1)
     return cropped.gather(3, cols)
+
+
+def compute_device(datamodule: pl.LightningDataModule) -> torch.device:
+    """Where a data module's batches are transformed and consumed: the model's device once a
+    trainer runs, else the CPU."""
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is not None and trainer.lightning_module is not None:
+        return trainer.strategy.root_device
+    return torch.device("cpu")
 
 
 class InMemoryDataModule(pl.LightningDataModule):
@@ -352,11 +409,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self.splits[name]
 
     def _compute_device(self) -> torch.device:
-        """Where batches are transformed and consumed: the model's device once a trainer runs."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.lightning_module is not None:
-            return trainer.strategy.root_device
-        return torch.device("cpu")
+        return compute_device(self)
 
     def _batches(self, name: str, shuffle: bool, device: torch.device | None = None) -> TensorBatches:
         device = device or self._compute_device()
@@ -378,6 +431,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             seed=self.split_seed,
             device=device,
             transform=transform,
+            augment_seed=torch.initial_seed() if shuffle and transform is not None else None,  # the run's seed
         )
 
     @torch.no_grad()

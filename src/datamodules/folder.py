@@ -6,7 +6,10 @@ worker processes would copy on touch); images are decoded, cropped and flipped i
 worker processes and arrive as uint8 batches; scaling and normalisation run batched on the
 model's device, as for the in-memory data sets. Training takes a random resized crop and a
 horizontal flip, evaluation a resize of the shorter side and a centre crop: the standard
-fine-tuning transforms, their sizes and statistics from the model's weights unless set.
+fine-tuning transforms, their sizes and statistics from the model's weights unless set. With
+`gpu_decode` (data.gpu_decode=true, a CUDA device) the workers only read each JPEG's bytes and each
+batch is decoded on the GPU in one nvJPEG call, then given the same transforms there
+(`decode_batch`).
 
 Each pass's order is a seeded permutation, split over DDP ranks without overlap (rank r takes
 every world-th image; every rank gets the same number of batches, sized within one image of each
@@ -23,14 +26,14 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .base import BatchTransform, EpochProgress
+from .base import BatchTransform, EpochProgress, compute_device, mixed_seed
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +161,37 @@ class Augment:
         return TF.center_crop(img, [self.image_size, self.image_size])
 
 
-class FolderDataset(Dataset):
-    """Map-style: item (index, seed) -> (uint8 image, label); seed None: the evaluation transform."""
+class EncodedImages(Dataset):
+    """Map-style over one split's encoded images (a subclass says where their bytes are: `encoded`).
+    Item (index, seed) -> (uint8 image, label), decoded and transformed here, in a worker process
+    (seed None: the evaluation transform). With `gpu_decode`: -> (payload, seed, label), where the
+    payload of a JPEG is its bytes as they are, for `decode_batch` on the GPU, and anything else
+    (PNG, a JPEG with an EXIF rotation, which nvJPEG does not apply) is decoded here."""
 
-    def __init__(self, split_dir: Path, paths: np.ndarray, labels: np.ndarray, augment: Augment, gray: bool):
-        self.split_dir, self.paths, self.labels, self.augment, self.gray = str(split_dir), paths, labels, augment, gray
+    def __init__(self, augment: Augment, gray: bool, gpu_decode: bool = False):
+        self.augment, self.gray, self.gpu_decode = augment, gray, gpu_decode
+
+    def encoded(self, index: int) -> tuple[bytes, int, str]:
+        """(the image's file bytes, its label, its name for messages)"""
+        raise NotImplementedError
+
+    def __getitem__(self, item: tuple[int, int | None]) -> tuple:
+        index, seed = item
+        data, label, name = self.encoded(index)
+        if self.gpu_decode and plain_jpeg(data):
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8), seed, label
+        img = decode_bytes(data, self.gray, name)
+        if self.gpu_decode:
+            return img, seed, label
+        return (self.augment.eval(img) if seed is None else self.augment.train(img, seed)), label
+
+
+class FolderDataset(EncodedImages):
+    """The files of one split folder, listed by `scan`."""
+
+    def __init__(self, split_dir: Path, paths: np.ndarray, labels: np.ndarray, augment: Augment, gray: bool, **kw):
+        super().__init__(augment, gray, **kw)
+        self.split_dir, self.paths, self.labels = str(split_dir), paths, labels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -170,11 +199,60 @@ class FolderDataset(Dataset):
     def path(self, index: int) -> str:
         return os.path.join(self.split_dir, self.paths[index].decode())
 
-    def __getitem__(self, item: tuple[int, int | None]) -> tuple[torch.Tensor, int]:
-        index, seed = item
-        img = decode(self.path(index), self.gray)
-        img = self.augment.eval(img) if seed is None else self.augment.train(img, seed)
-        return img, int(self.labels[index])
+    def encoded(self, index: int) -> tuple[bytes, int, str]:
+        path = self.path(index)
+        with open(path, "rb") as f:
+            return f.read(), int(self.labels[index]), path
+
+
+# -- data.gpu_decode: the workers read, the GPU decodes ------------------------------------------
+def plain_jpeg(data: bytes) -> bool:
+    """A JPEG that nvJPEG decodes as it should be shown: no EXIF orientation other than 1."""
+    return data[:2] == b"\xff\xd8" and exif_orientation(data) == 1
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (0x0112) of a JPEG, read from its APP1 segment; 1 (as stored) if none."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker, size = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\0\0":
+            tiff = data[i + 10 : i + 2 + size]
+            order: Literal["little", "big"] = "little" if tiff[:2] == b"II" else "big"
+            ifd = int.from_bytes(tiff[4:8], order)
+            for k in range(int.from_bytes(tiff[ifd : ifd + 2], order)):
+                entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+                if int.from_bytes(entry[:2], order) == 0x0112:
+                    return int.from_bytes(entry[8:10], order)
+            return 1
+        if marker in (0xDA, 0xD9):  # the image data starts: no EXIF before it
+            return 1
+        i += 2 + size
+    return 1
+
+
+def collate_encoded(items: list[tuple]) -> tuple[list[torch.Tensor], list[int | None], torch.Tensor]:
+    """A gpu_decode batch as the workers send it: (payloads, augmentation seeds, labels)."""
+    payloads, seeds, labels = zip(*items, strict=True)
+    return list(payloads), list(seeds), torch.tensor(labels, dtype=torch.long)
+
+
+def decode_batch(
+    payloads: list[torch.Tensor], seeds: list[int | None], device: torch.device, augment: Augment, gray: bool
+) -> torch.Tensor:
+    """uint8 (N, C, size, size) on `device`: the JPEGs decoded in one batched `decode_jpeg` call
+    (nvJPEG on a CUDA device), then each image given data=folder's transform there (the crop and
+    flip of its seed: the same boxes as the workers' path), the workers' decoded images alike."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    jpegs = [p for p in payloads if p.ndim == 1]
+    mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
+    decoded = iter(decode_jpeg(jpegs, mode=mode, device=device) if jpegs else [])
+    images = [next(decoded) if p.ndim == 1 else p.to(device, non_blocking=True) for p in payloads]
+    out = [
+        augment.eval(img) if seed is None else augment.train(img, seed) for img, seed in zip(images, seeds, strict=True)
+    ]
+    return torch.stack(out)
 
 
 # -- the order: seeded per pass, split over ranks, resumable --------------------------------------
@@ -199,15 +277,6 @@ def rank_batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np
     return [b for b in np.array_split(mine, count) if len(b)]
 
 
-def image_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one image's augmentation in one pass (splitmix64 of the three): the same on any
-    worker, rank or attempt, and cheap enough to draw for every image as its batch is handed out."""
-    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
-    return (z ^ (z >> 31)) >> 2
-
-
 class PassSampler:
     """The DataLoader's batch sampler for one pass: this rank's batches from `start` on, each a list
     of (image index, augmentation seed or None), made as the loader asks for them (nothing per image
@@ -224,7 +293,7 @@ class PassSampler:
             if self.seed is None:
                 yield [(int(i), None) for i in b]
             else:
-                yield [(int(i), image_seed(self.seed, self.epoch, int(i))) for i in b]
+                yield [(int(i), mixed_seed(self.seed, self.epoch, int(i))) for i in b]
 
 
 class FolderBatches:
@@ -275,11 +344,23 @@ class FolderBatches:
         if args.get("num_workers", 0) == 0:
             args.pop("prefetch_factor", None)
             args.pop("persistent_workers", None)
-        loader = DataLoader(self.dataset, batch_sampler=items, **args)
-        for b, (x, y) in enumerate(loader, start=start + 1):
+        on_device = getattr(self.dataset, "gpu_decode", False)  # the workers send encoded JPEGs
+        if on_device:  # decode_jpeg reads its input on the host: pinning every small byte tensor only costs
+            args["pin_memory"] = False
+        loader = DataLoader(
+            self.dataset, batch_sampler=items, collate_fn=collate_encoded if on_device else None, **args
+        )
+        for b, batch in enumerate(loader, start=start + 1):
             self.progress.batches = b
-            if self.device is not None:
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if on_device:
+                payloads, seeds, y = batch
+                device = self.device or torch.device("cpu")
+                x = decode_batch(payloads, seeds, device, self.dataset.augment, self.dataset.gray)
+                y = y.to(device, non_blocking=True)
+            else:
+                x, y = batch
+                if self.device is not None:
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             yield self.transform(x), y
 
     def state_dict(self) -> dict:
@@ -335,6 +416,7 @@ class FolderDataModule(pl.LightningDataModule):
         drop_last: bool,
         cache_features: bool,
         val_size: int | float | None,
+        gpu_decode: bool,
     ):
         super().__init__()  # val_size: unused, val/ is the validation split (a task may set it for other data)
         check_keys(root, batch_size, eval_batch_size, channels, num_workers, crop_scale, crop_ratio)
@@ -352,7 +434,7 @@ class FolderDataModule(pl.LightningDataModule):
         self.root = Path(str(root)).expanduser()
         self.image_size, self.resize_size, self.channels = image_size, resize_size, channels or 3
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.seed, self.drop_last, self.cache = seed, drop_last, cache_features
+        self.seed, self.drop_last, self.cache, self.gpu_decode = seed, drop_last, cache_features, gpu_decode
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.loader_args = {
             "num_workers": self.num_workers,
@@ -378,34 +460,42 @@ class FolderDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        if not (self.root / "train").is_dir() or not (self.root / "val").is_dir():
-            raise FileNotFoundError(f"data.root={self.root} must hold train/<class>/ and val/<class>/ folders")
-        self.classes = tuple(class_folders(self.root / "train"))
-        if len(self.classes) < 2:
-            raise ValueError(f"data.root={self.root}/train must hold one folder per class (at least 2)")
-        for split in SPLITS:
-            if not (self.root / split).is_dir():
-                continue
-            paths, labels = scan(self.root / split, self.classes)
-            if not len(paths):
-                raise FileNotFoundError(f"data.root={self.root}/{split} holds no image files")
-            self.datasets[split] = FolderDataset(self.root / split, paths, labels, self.augment, self.channels == 1)
+        check_gpu_decode(self.gpu_decode, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        self.classes, self.datasets = self.find_splits()
         if "test" not in self.datasets:
-            log.warning("data.root=%s has no test/ folder: the test pass and the analyses use val/", self.root)
+            log.warning("data.root=%s has no test split: the test pass and the analyses use val/", self.root)
             self.datasets["test"] = self.datasets["val"]
         log.info(
-            "data=folder: %d classes, %s images streamed from %s (%d workers)",
+            "data=%s: %d classes, %s images streamed from %s (%d workers%s)",
+            self.name,
             len(self.classes),
             "/".join(str(len(self.datasets[s])) for s in SPLITS),
             self.root,
             self.num_workers,
+            ", JPEGs decoded on the GPU" if self.gpu_decode else "",
         )
 
+    def find_splits(self) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """(class names, {split: dataset}) of data.root: train/ and val/ at least (data=shards: its chunks)."""
+        if not (self.root / "train").is_dir() or not (self.root / "val").is_dir():
+            raise FileNotFoundError(f"data.root={self.root} must hold train/<class>/ and val/<class>/ folders")
+        classes = tuple(class_folders(self.root / "train"))
+        if len(classes) < 2:
+            raise ValueError(f"data.root={self.root}/train must hold one folder per class (at least 2)")
+        datasets: dict[str, Any] = {}
+        for split in SPLITS:
+            if not (self.root / split).is_dir():
+                continue
+            paths, labels = scan(self.root / split, classes)
+            if not len(paths):
+                raise FileNotFoundError(f"data.root={self.root}/{split} holds no image files")
+            datasets[split] = FolderDataset(
+                self.root / split, paths, labels, self.augment, self.channels == 1, gpu_decode=self.gpu_decode
+            )
+        return classes, datasets
+
     def _compute_device(self) -> torch.device:
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.lightning_module is not None:
-            return trainer.strategy.root_device
-        return torch.device("cpu")
+        return compute_device(self)
 
     def _batches(self, name: str, shuffle: bool, device: torch.device | None = None, limit: int | None = None):
         self.setup()
@@ -415,6 +505,7 @@ class FolderDataModule(pl.LightningDataModule):
             bs = self.batch_size if shuffle else self.eval_batch_size
             device = device or self._compute_device()
             return TensorBatches(self.features[name], bs, shuffle, self.drop_last and shuffle, self.seed, device)
+        check_gpu_decode(self.gpu_decode, device or self._compute_device())
         return FolderBatches(
             self.datasets[name],
             self.batch_size if shuffle else self.eval_batch_size,
@@ -490,6 +581,15 @@ def check_keys(root, batch_size, eval_batch_size, channels, num_workers, crop_sc
         raise ValueError(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {list(crop_scale)}")
     if not (len(crop_ratio) == 2 and 0 < crop_ratio[0] <= crop_ratio[1]):
         raise ValueError(f"data.crop_ratio must be [low, high] with 0 < low <= high, got {list(crop_ratio)}")
+
+
+def check_gpu_decode(gpu_decode: bool, device: torch.device) -> None:
+    """data.gpu_decode=true decodes on a CUDA device: anywhere else, one line naming the key."""
+    if gpu_decode and device.type != "cuda":
+        raise ValueError(
+            f"data.gpu_decode=true decodes JPEGs on a CUDA GPU (nvJPEG) and this run's device is {device.type}: "
+            "set data.gpu_decode=false to decode in the CPU worker processes"
+        )
 
 
 def default_workers() -> int:

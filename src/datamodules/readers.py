@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .base import InMemoryDataModule
+
 # idx type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 _IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -42,3 +44,28 @@ def torchvision_reader(dataset: Any, verify_checksums: bool) -> Any:
     if hasattr(dataset, "meta"):
         attrs["meta"] = {**dataset.meta, "md5": None}
     return type(f"Unchecked{dataset.__name__}", (dataset,), attrs)
+
+
+class TorchvisionDataModule(InMemoryDataModule):
+    """An in-memory data set that one of torchvision's dataset classes (`dataset`) reads from
+    data.root/`folder`, checksums checked unless verify_checksums=false (tests' tiny files); a file
+    that cannot be read is one line naming data.root, data.download and data.synthetic."""
+
+    dataset: Any  # torchvision's class
+    folder: str  # the folder it expects under data.root
+    title: str  # the data set's name in messages
+
+    def __init__(self, *args, verify_checksums: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.verify_checksums = verify_checksums
+
+    def read(self, **split: Any) -> Any:
+        """torchvision's data set of one split (`train=...` or `split=...`)."""
+        reader = torchvision_reader(self.dataset, self.verify_checksums)
+        try:
+            return reader(self.root, download=self.download, **split)
+        except Exception as e:  # noqa: BLE001
+            raise FileNotFoundError(
+                f"{self.title} could not be read from {self.root}/{self.folder} ({type(e).__name__}: {e}). "
+                f"Set data.root=DIR holding {self.folder}, allow data.download=true, or use data.synthetic=true"
+            ) from e

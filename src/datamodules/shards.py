@@ -26,11 +26,11 @@ import struct
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from .folder import SPLITS, Augment, FolderDataModule, class_folders, decode_bytes, scan
+from .folder import SPLITS, Augment, EncodedImages, FolderDataModule, class_folders, scan
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +135,13 @@ class ChunkReader:
         return mm[data : data + size], label, index
 
 
-class ShardDataset(torch.utils.data.Dataset):
-    """Map-style over one split's chunks: item (position, seed) -> (uint8 image, label); seed
-    None: the evaluation transform. Each process opens its own reader."""
+class ShardDataset(EncodedImages):
+    """One split's chunks, by position (data=folder's decoding and transforms: EncodedImages). Each
+    process opens its own reader."""
 
-    def __init__(self, split_dir: Path, augment: Augment, gray: bool):
-        self.split_dir, self.augment, self.gray = str(split_dir), augment, gray
+    def __init__(self, split_dir: Path, augment: Augment, gray: bool, **kw):
+        super().__init__(augment, gray, **kw)
+        self.split_dir = str(split_dir)
         self.sizes = chunk_sizes(Path(split_dir))
         self._reader: ChunkReader | None = None
         ChunkReader(Path(split_dir))  # the format is checked now, not in a worker
@@ -156,12 +157,9 @@ class ShardDataset(torch.utils.data.Dataset):
             self._reader = ChunkReader(Path(self.split_dir))
         return self._reader[position]
 
-    def __getitem__(self, item: tuple[int, int | None]) -> tuple[torch.Tensor, int]:
-        position, seed = item
-        data, label, _ = self.record(position)
-        img = decode_bytes(data, self.gray, f"{self.split_dir}[{position}]")
-        img = self.augment.eval(img) if seed is None else self.augment.train(img, seed)
-        return img, int(label)
+    def encoded(self, index: int) -> tuple[bytes, int, str]:
+        data, label, _ = self.record(index)
+        return data, int(label), f"{self.split_dir}[{index}]"
 
 
 def chunked_order(sizes: list[int], seed: int, epoch: int) -> np.ndarray:
@@ -177,29 +175,21 @@ class ShardsDataModule(FolderDataModule):
 
     name = "shards"
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def find_splits(self) -> tuple[tuple[str, ...], dict[str, Any]]:
         if not (self.root / "classes.json").is_file():
             raise FileNotFoundError(
                 f"data.root={self.root} holds no shards (classes.json): convert a folder first with "
                 "python -m datamodules.shards <image folder> <shard folder>"
             )
-        self.classes = tuple(json.loads((self.root / "classes.json").read_text()))
-        for split in SPLITS:
-            if (self.root / split / "index.json").is_file():
-                self.datasets[split] = ShardDataset(self.root / split, self.augment, self.channels == 1)
-        if "train" not in self.datasets or "val" not in self.datasets:
+        classes = tuple(json.loads((self.root / "classes.json").read_text()))
+        datasets: dict[str, Any] = {
+            split: ShardDataset(self.root / split, self.augment, self.channels == 1, gpu_decode=self.gpu_decode)
+            for split in SPLITS
+            if (self.root / split / "index.json").is_file()
+        }
+        if "train" not in datasets or "val" not in datasets:
             raise FileNotFoundError(f"data.root={self.root} must hold train/ and val/ shards")
-        if "test" not in self.datasets:
-            log.warning("data.root=%s has no test/ shards: the test pass and the analyses use val/", self.root)
-            self.datasets["test"] = self.datasets["val"]
-        log.info(
-            "data=shards: %d classes, %s images in %s",
-            len(self.classes),
-            "/".join(str(len(self.datasets[s])) for s in SPLITS),
-            self.root,
-        )
+        return classes, datasets
 
     def _batches(self, name: str, shuffle: bool, device=None, limit=None):
         loader = super()._batches(name, shuffle, device, limit)

@@ -5,27 +5,17 @@ from __future__ import annotations
 import torch
 import torchvision
 
-from .base import InMemoryDataModule, Split
-from .readers import torchvision_reader
+from .base import Split
+from .readers import TorchvisionDataModule
 
 
-class STL10DataModule(InMemoryDataModule):
+class STL10DataModule(TorchvisionDataModule):
     name = "stl10"
     classes = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
     shape = (3, 96, 96)
-
-    def __init__(self, *args, verify_checksums: bool, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.verify_checksums = verify_checksums
+    dataset, folder, title = torchvision.datasets.STL10, "stl10_binary", "STL-10"
 
     def load(self, train: bool) -> Split:
-        reader = torchvision_reader(torchvision.datasets.STL10, self.verify_checksums)
-        try:
-            ds = reader(self.root, split="train" if train else "test", download=self.download)
-        except Exception as e:  # noqa: BLE001
-            raise FileNotFoundError(
-                f"STL-10 could not be read from {self.root}/stl10_binary ({type(e).__name__}: {e}). "
-                f"Set data.root=DIR holding stl10_binary, allow data.download=true, or use data.synthetic=true"
-            ) from e
+        ds = self.read(split="train" if train else "test")
         labels = torch.from_numpy(ds.labels.astype("int64"))
         return Split(torch.from_numpy(ds.data).contiguous(), labels)

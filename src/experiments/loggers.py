@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import string
+from argparse import Namespace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger as _LightningTensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -194,10 +196,8 @@ def log_final_metrics(loggers: list, cfg: DictConfig, metrics: dict[str, float])
     analyses' single values stay out of the training curves (evidence.log_numbers sends them here)."""
     if global_rank() != 0:
         return
-    from lightning.pytorch.loggers import TensorBoardLogger
-
     for lg in loggers:
-        if isinstance(lg, TensorBoardLogger) and metrics:
+        if isinstance(lg, _LightningTensorBoardLogger) and metrics:
             lg.log_hyperparams(hparams_columns(cfg), metrics=dict(metrics))
 
 
@@ -297,6 +297,35 @@ class WandbLogger(_LightningWandbLogger):
         table = wandb.Table(columns=list[str | int](columns), data=rows)
         chart = wandb.plot.bar(table, x, y, title=title)
         self.experiment.log({key: table, f"{key}_chart": chart, "trainer/global_step": self._last_step})
+
+
+class TensorBoardLogger(_LightningTensorBoardLogger):
+    """Lightning's, with TensorBoard's Scalars and Time Series tabs opening on the training curves. They list
+    tag groups (a tag's first path part) alphabetically: `epoch` (Lightning's step-to-epoch scalar) and
+    `lr-Adam` came first, `test` (single points) before `train`, whose curves sat collapsed below. So, in
+    TensorBoard only: train/ and val/ curves and the learning rate go under `curves/` (curves/train/loss_epoch,
+    curves/lr-Adam), `epoch` is not a chart (the step axis is the curves' x); the final numbers of the HParams
+    tab (test/, and the last train/ and val/ values) keep their names, in the groups after it."""
+
+    _final = False
+
+    def log_metrics(self, metrics, step=None) -> None:
+        if not self._final:
+            metrics = {_curve_tag(k): v for k, v in metrics.items() if k != "epoch"}
+        super().log_metrics(metrics, step)
+
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace, metrics: dict[str, Any] | None = None, step: int | None = None
+    ) -> None:
+        self._final = True  # the HParams session's metrics: scalars under their own names, which its columns read
+        try:
+            super().log_hyperparams(params, metrics, step)
+        finally:
+            self._final = False
+
+
+def _curve_tag(key: str) -> str:
+    return f"curves/{key}" if key.startswith(("train/", "val/", "lr-")) else key
 
 
 class RunHistory(Callback):

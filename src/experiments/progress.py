@@ -14,6 +14,8 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from experiments import heartbeat
+
 
 class RunProgressBar(TQDMProgressBar):
     def __init__(self, *, monitor: str | None, refresh_rate: int, leave: bool = True):
@@ -30,6 +32,25 @@ class RunProgressBar(TQDMProgressBar):
         self.train_progress_bar.set_description(
             f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total else "")  # counted from 1, of N
         )
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        super().on_train_batch_end(trainer, *args)
+        heartbeat.beat()  # a redraw is a line on the terminal: no "still ..." line while the bar moves
+
+    def on_validation_batch_end(self, trainer, *args) -> None:
+        super().on_validation_batch_end(trainer, *args)
+        heartbeat.beat()
+
+    def on_test_batch_end(self, trainer, *args) -> None:
+        super().on_test_batch_end(trainer, *args)
+        heartbeat.beat()
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        # the test pass is over: its line ends here, with its own time, before the analyses print their
+        # progress and before Lightning's results table (Lightning closes it in on_test_end, after the
+        # analyses' on_test_epoch_end work, and its last redraw then counted their time as the test's)
+        if self._test_progress_bar is not None and not self._test_progress_bar.disable:
+            self._test_progress_bar.close()
 
     def get_metrics(self, trainer, pl_module) -> dict:
         items = super().get_metrics(trainer, pl_module)

@@ -12,6 +12,7 @@ made by `run_safely` and handed to the stages that change it (no module-level st
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -33,7 +34,7 @@ from analysis.contracts import (
     ReportsRunInfo,
     missing_capabilities,
 )
-from experiments import checkpoints, lifecycle
+from experiments import checkpoints, heartbeat, lifecycle
 from experiments.evaluate import comparison_line, evaluated
 from experiments.loggers import (
     RUN_ID_FILE,
@@ -266,6 +267,7 @@ def run(cfg: DictConfig, ending: lifecycle.RunEnding) -> RunRecord:
     `ending` hears where a signal would land (fit, test) and the lines a successful run ends with."""
     start = time.time()
     out = prepare(cfg)
+    heartbeat.phase("reading the data and building the model")
     parts = build_parts(cfg)
     start_from = starting_point(cfg, out, parts)
     trainer, loggers = build_trainer(cfg, parts)
@@ -307,6 +309,7 @@ def starting_point(cfg: DictConfig, out: Path, parts: Parts) -> str | None:
 
 def fit(trainer, parts: Parts, start_from: str | None, ending: lifecycle.RunEnding) -> dict[str, float]:
     """Train; the metrics the fit ended with (those of the checkpoint when a resume had no epoch left)."""
+    heartbeat.phase("fitting")
     with ending.stage("fit", trainer):  # a signal now stops after the step in progress
         trainer.fit(parts.model, datamodule=parts.datamodule, ckpt_path=start_from)
     return {**parts.history.restored, **collect_metrics(trainer)}
@@ -314,6 +317,7 @@ def fit(trainer, parts: Parts, start_from: str | None, ending: lifecycle.RunEndi
 
 def test(trainer, parts: Parts, weights: str | None, ending: lifecycle.RunEnding) -> dict[str, float]:
     """The test pass (and the analyses that run in it) on `weights`; the metrics it logged."""
+    heartbeat.phase("testing and analysing")
     with ending.stage("test", trainer):  # a kill now is named "in the test pass"
         trainer.test(parts.model, datamodule=parts.datamodule, ckpt_path=weights)
     return collect_metrics(trainer)
@@ -371,7 +375,8 @@ def run_safely(cfg: DictConfig) -> RunRecord | lifecycle.JobFailed:
         if rank0:
             folder.write_record(cfg)
             recorded = True
-        record = run(cfg, ending)
+        with heartbeat.Heartbeat() if rank0 else contextlib.nullcontext():  # never 10 s without a line
+            record = run(cfg, ending)
     except FolderTaken as e:
         ending.refused(out, e, rank0)
         return lifecycle.JobFailed(ending.exit_code)

@@ -60,6 +60,10 @@ def srun_tasks() -> bool:
 
 
 def rank_suffix() -> str:
-    """`_rank<N>` for the log file of a rank other than 0 of a torchrun/srun launch, else ''."""
+    """`_rank<N>` for the log file (run_rank<N>.log) of a rank other than 0 of a torchrun/srun launch or
+    of Lightning's own DDP launch (its processes, started with LOCAL_RANK and NODE_RANK, not RANK), else ''."""
     rank = os.environ.get("RANK") or (os.environ.get("SLURM_PROCID") if srun_tasks() else None)
+    if rank is None and os.environ.get("LOCAL_RANK"):
+        node = os.environ.get("NODE_RANK", "0")
+        rank = os.environ["LOCAL_RANK"] if node == "0" else f"{node}.{os.environ['LOCAL_RANK']}"
     return f"_rank{rank}" if rank and rank != "0" else ""

@@ -61,6 +61,12 @@ def test_the_summary_table_has_a_row_per_benchmark_with_its_ratios(monkeypatch):
         "| x (images/s) | cpu | 950 img/s (949..951) | 100 img/s (99..101) | 1,000 img/s (999..1,001) | 9.50x | 0.950 |"
     )
     assert lines[2] == row
+    extra = {**REPORT, "contenders": {**REPORT["contenders"], "framework_cpu_decode": REPORT["contenders"]["seed"]}}
+    extra["ratios"] = {**REPORT["ratios"], "framework_cpu_decode/bound": 0.1}
+    rows = table([extra]).splitlines()[2:]
+    assert (
+        len(rows) == 2 and rows[1].startswith("| x (images/s) [framework_cpu_decode] |") and rows[1].endswith("0.100 |")
+    )
 
 
 FAKE_PYTHON = """#!/usr/bin/env bash
@@ -101,6 +107,7 @@ def test_gpu_check_names_only_benchmarks_that_exist_and_passes_its_arguments_on(
         "vit_analyses",
         "clip_train",
         "data_path",
+        "resnet_folder",
     ]
     assert all((BENCHMARKS / f"{n}.py").is_file() for n in names)
     fake = tmp_path / "python"
@@ -166,6 +173,14 @@ def test_gpu_check_runs_every_benchmark_and_writes_one_table(tmp_path):
     assert len(summary) == 7 and all(set(r["ratios"]) == {"framework/seed", "framework/bound"} for r in summary)
     table = (out / "summary.md").read_text().splitlines()
     assert len(table) == 9 and all("x |" in row for row in table[2:])
+
+
+@pytest.mark.slow  # a framework run from JPEGs with a decoding worker, and the bound (~30 s on a busy 2-core machine)
+def test_resnet_folder_reports_training_from_jpegs_against_the_bound(tmp_path, monkeypatch):
+    run_benchmark("resnet_folder", tmp_path / "resnet_folder.json", monkeypatch)
+    result = json.loads((tmp_path / "resnet_folder.json").read_text())
+    check_report(result, {"framework", "bound"})  # no GPU: no framework_cpu_decode row
+    assert result["settings"]["arch"] == "resnet18" and result["settings"]["workers"] == 1
 
 
 @pytest.mark.slow  # five pipelines, each starting its worker processes (~1-3 min on 2 cores)

@@ -64,3 +64,124 @@ def test_training_crops_are_random_resized_and_evaluation_is_a_centre_crop():
     assert torch.equal(aug.train(img, 3), crops[3])  # a seed is a crop
     ev = aug.eval(img)  # shorter side 40 -> 20 (60 -> 30), then the central 16 x 16
     assert ev.shape == (3, 16, 16) and torch.equal(ev, aug.eval(img))
+
+
+# -- data.gpu_decode: what does not need a GPU, run on the CPU ------------------------------------
+def jpeg_tree(root, count: int = 6):
+    """train/ and val/ of smooth JPEGs of several sizes, a PNG among them (decoded in the workers)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for k in range(count):
+            folder = root / split / f"class_{k % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            small = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+            img = Image.fromarray(small).resize((40 + 4 * k, 30 + 2 * k), Image.BICUBIC)
+            img.save(folder / (f"{k}.png" if k == 3 else f"{k}.jpg"), quality=90)
+    return root
+
+
+def gpu_path_on_cpu(monkeypatch):
+    """data.gpu_decode's loader with its 'GPU' on the CPU: the batched decode_jpeg and the transforms
+    run where they would on a GPU, on CPU tensors (the device check let through)."""
+    from datamodules import folder
+
+    monkeypatch.setattr(folder, "check_gpu_decode", lambda gpu_decode, device: None)
+
+
+def test_gpu_decode_workers_send_jpeg_bytes_and_decode_anything_else(tmp_path):
+    from datamodules.folder import FolderDataset, collate_encoded, exif_orientation, scan
+
+    root = jpeg_tree(tmp_path)
+    rotated = root / "train" / "class_0" / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(rotated, exif=exif)
+    paths, labels = scan(root / "train", ["class_0", "class_1"])
+    aug = Augment(16, 18, (0.08, 1.0), (3 / 4, 4 / 3), True)
+    ds = FolderDataset(root / "train", paths, labels, aug, gray=False, gpu_decode=True)
+    items = [ds[(i, 100 + i)] for i in range(len(ds))]
+    for i, (payload, seed, label) in enumerate(items):
+        name = paths[i].decode()
+        assert seed == 100 + i and label == labels[i]
+        if name.endswith("rotated.jpg"):  # nvJPEG would not rotate it: decoded (and rotated) in the worker
+            assert exif_orientation(rotated.read_bytes()) == 6 and payload.shape == (3, 30, 20)
+        elif name.endswith(".jpg"):
+            assert payload.dtype == torch.uint8 and payload.ndim == 1
+            assert payload.numpy().tobytes() == (root / "train" / name).read_bytes()  # the file, as it is
+        else:
+            assert payload.ndim == 3  # the PNG
+    loader = torch.utils.data.DataLoader(
+        ds, batch_sampler=[[(0, 1), (1, None), (2, 3)]], num_workers=1, collate_fn=collate_encoded
+    )
+    (payloads, seeds, y), *_ = list(loader)
+    assert len(payloads) == 3 and seeds == [1, None, 3] and y.tolist() == labels[:3].tolist()
+    assert (
+        exif_orientation(b"\xff\xd8\xff\xd9") == 1
+        and exif_orientation((root / "train/class_0/0.jpg").read_bytes()) == 1
+    )
+
+
+def test_gpu_decode_gives_the_workers_batches_when_run_on_cpu_tensors(tmp_path, monkeypatch):
+    """The batched decode and per-image transforms of data.gpu_decode, run on the CPU: the same
+    uint8 crops as the workers' path (the same decoder there, the same boxes from the same seeds),
+    pass after pass, for training and evaluation."""
+    root = jpeg_tree(tmp_path)
+    gpu_path_on_cpu(monkeypatch)
+
+    def batches(gpu_decode: bool, shuffle: bool):
+        dm = configured(
+            "data=folder", "data", root=str(root), image_size=16, batch_size=4, num_workers=0, gpu_decode=gpu_decode
+        )
+        loader = dm.train_dataloader() if shuffle else dm.val_dataloader()
+        return [(x, y) for _ in range(2) for x, y in loader]
+
+    for shuffle in (True, False):
+        workers, gpu = batches(False, shuffle), batches(True, shuffle)
+        assert len(workers) == len(gpu) == 4
+        for (a, ya), (b, yb) in zip(workers, gpu, strict=True):
+            assert torch.equal(ya, yb) and torch.equal(a, b)
+
+
+def test_gpu_decode_transforms_match_pil_within_rounding(tmp_path):
+    """decode_batch on CPU tensors (torchvision's decode_jpeg, then the crops) against PIL's decode
+    of the same files given the same crops: equal but for the decoders' rounding."""
+    from datamodules.folder import decode_batch
+
+    root = jpeg_tree(tmp_path)
+    files = sorted((root / "train").rglob("*.jpg"))
+    aug = Augment(16, 18, (0.08, 1.0), (3 / 4, 4 / 3), True)
+    payloads = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files]
+    seeds = [7, None, 9, 11, None][: len(files)]
+    got = decode_batch(payloads, seeds, torch.device("cpu"), aug, gray=False)
+    pil = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1).copy()) for f in files]
+    want = torch.stack([aug.eval(img) if s is None else aug.train(img, s) for img, s in zip(pil, seeds, strict=True)])
+    assert got.shape == want.shape == (len(files), 3, 16, 16)
+    diff = (got.float() - want.float()).abs()
+    assert diff.mean() < 1.5 and diff.max() <= 16  # libjpeg-turbo in both, IDCT/upsampling choices apart
+
+
+def test_gpu_decode_without_a_gpu_stops_in_one_line_naming_the_key(tmp_path):
+    root = jpeg_tree(tmp_path)
+    dm = configured("data=folder", "data", root=str(root), image_size=16, num_workers=0, gpu_decode=True)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the check is for machines without one")
+    with pytest.raises(ValueError, match=r"^data.gpu_decode=true decodes JPEGs on a CUDA GPU .* data.gpu_decode=false"):
+        dm.setup()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG needs a CUDA device (none here)")
+def test_gpu_decode_on_a_gpu_matches_the_workers_within_rounding(tmp_path):
+    """On a GPU machine: data.gpu_decode=true's batches (nvJPEG, the crops on the GPU) against the
+    workers' batches of the same seeds, equal but for the decoders' and resizers' rounding."""
+    root = jpeg_tree(tmp_path)
+
+    def batches(gpu_decode: bool):
+        dm = configured(
+            "data=folder", "data", root=str(root), image_size=16, batch_size=4, num_workers=0, gpu_decode=gpu_decode
+        )
+        loader = dm._batches("train", shuffle=True, device=torch.device("cuda"))
+        return [(x.cpu(), y.cpu()) for x, y in loader]
+
+    for (a, ya), (b, yb) in zip(batches(False), batches(True), strict=True):
+        assert torch.equal(ya, yb)
+        assert (a - b).abs().mean() < 0.02  # scaled to [0, 1]: under 5 levels of 255 on average (never run here)

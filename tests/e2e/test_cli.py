@@ -101,11 +101,11 @@ def test_torchrun_ranks_agree_on_one_run_folder_and_keep_their_logs(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = tmp_path.glob("logs/vae/runs/*")  # one folder, not one per rank
-    assert (run / "metrics.json").is_file() and (run / "__main__.log").is_file()
-    assert "rank 1:" in (run / "__main___rank1.log").read_text()  # the second rank's own log, kept
+    assert (run / "metrics.json").is_file() and (run / "run.log").is_file()
+    assert "rank 1:" in (run / "run_rank1.log").read_text()  # the second rank's own log, kept
     values = [
         line.rsplit("=", 1)[1].strip()
-        for f in ("__main__.log", "__main___rank1.log")
+        for f in ("run.log", "run_rank1.log")
         for line in (run / f).read_text().splitlines()
         if ": test/neg_elbo = " in line
     ]
@@ -118,7 +118,7 @@ def test_ddp_on_two_cpu_processes_writes_one_run_folder(tmp_path):
     proc = run_cli(tmp_path, *DDP_SMOKE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = tmp_path.glob("logs/vae/runs/*")
-    assert (run / "train_ddp_process_1.log").is_file() and (run / "metrics.json").is_file()
+    assert (run / "run_rank1.log").is_file() and (run / "metrics.json").is_file()
     values = [
         line.rsplit("=", 1)[1].split(";")[0].strip()
         for line in proc.stderr.splitlines() + proc.stdout.splitlines()

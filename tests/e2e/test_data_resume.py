@@ -1,13 +1,17 @@
 """A run killed in the middle of an epoch resumes with exactly the images that epoch had not yet
-seen, in the same order: checked by the ids of the images trained on (every training image is its
+seen, in the same order (in memory: with the same on-device flips and crops, checked pixel for
+pixel): checked by the ids of the images trained on (every training image is its
 own class, so a batch's labels are its images' ids), for an in-memory data set and for data=folder,
 through the real run loop, a real signal and resume=."""
 
 from __future__ import annotations
 
+import hydra
 import pytest
+import torch
 from configured import configured
-from sample_ids import NumberedImages, numbered_folder, recorded
+from omegaconf import OmegaConf
+from sample_ids import numbered_folder, pixels, recorded
 
 from experiments.lifecycle import resume_overrides
 
@@ -19,7 +23,8 @@ KILL_AT = 9  # after the 9th step: epoch 1, its 2nd of 7 batches
 
 
 def kill_and_resume(run_experiment, tmp_path, *overrides):
-    """(the labels of each training batch across the kill and the resume, per epoch; the run folder)"""
+    """(the labels of each training batch across the kill and the resume, per epoch; the run folder;
+    the fingerprint of every training batch's model-ready images, step by step)"""
     ids = tmp_path / "ids.jsonl"
     record = ("+callbacks.ids._target_=sample_ids.RecordLabels", f"+callbacks.ids.path={ids}")
     kill = (
@@ -36,7 +41,7 @@ def kill_and_resume(run_experiment, tmp_path, *overrides):
     seen = recorded(ids)
     assert [r["step"] for r in seen] == list(range(21))  # no step repeated or skipped
     epochs = [[r["labels"] for r in seen if r["epoch"] == e] for e in range(3)]
-    return epochs, run
+    return epochs, run, [r["pixels"] for r in seen]
 
 
 def expected(loader, epochs: int = 3) -> list[list[list[int]]]:
@@ -47,10 +52,15 @@ def expected(loader, epochs: int = 3) -> list[list[list[int]]]:
 @pytest.mark.slow  # two runs (~30 s on a busy 2-core machine); the state alone: test_resume_state.py
 def test_in_memory_data_resumes_mid_epoch_with_the_unseen_images_in_order(run_experiment, tmp_path):
     data = ("data=fashion_mnist", "data._target_=sample_ids.NumberedImages", "+data.images=24", "data.val_size=4")
-    epochs, _ = kill_and_resume(run_experiment, tmp_path, *data)
-    dm = NumberedImages(images=24, val_size=4, batch_size=3, image_size=16, channels=3)
-    want = expected(dm.train_dataloader())
+    augment = ("data.hflip=true", "data.crop_padding=2")  # on the device, from the loader's generator
+    epochs, run, fingerprints = kill_and_resume(run_experiment, tmp_path, *data, *augment)
+    dm = hydra.utils.instantiate(OmegaConf.load(run / "config.yaml").data)  # the run's data module, as resolved
+    torch.manual_seed(42)  # what seed=42 (the run's) seeds the augmentation with
+    loader = dm.train_dataloader()
+    uninterrupted = [[(y.tolist(), pixels(x)) for x, y in loader] for _ in range(3)]
+    want = [[y for y, _ in batches] for batches in uninterrupted]
     assert epochs == want
+    assert fingerprints == [p for batches in uninterrupted for _, p in batches]  # the same flips and crops
     for batches in epochs:  # each epoch: every training image once
         ids = [i for b in batches for i in b]
         assert sorted(ids) == sorted(dm.split("train").labels.tolist()) and len(ids) == 20
@@ -61,7 +71,7 @@ def test_in_memory_data_resumes_mid_epoch_with_the_unseen_images_in_order(run_ex
 def test_folder_data_resumes_mid_epoch_with_the_unseen_images_in_order(run_experiment, tmp_path):
 
     root = numbered_folder(tmp_path / "images", images=20)
-    epochs, run = kill_and_resume(run_experiment, tmp_path, "data=folder", f"data.root={root}", "data.num_workers=1")
+    epochs, run, _ = kill_and_resume(run_experiment, tmp_path, "data=folder", f"data.root={root}", "data.num_workers=1")
     dm = configured("data=folder", "data", root=str(root), image_size=16, batch_size=3, num_workers=0)
     dm.setup()
     want = [

@@ -69,7 +69,7 @@ def test_local_launcher_runs_a_sweeps_jobs_at_once_and_writes_the_summary(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = tmp_path.glob("logs/vae/multiruns/*")
     assert all((sweep / j / "metrics.json").is_file() for j in ("0", "1"))
-    (a0, a1), (b0, b1) = log_span(sweep / "0" / "__main__.log"), log_span(sweep / "1" / "__main__.log")
+    (a0, a1), (b0, b1) = log_span(sweep / "0" / "run.log"), log_span(sweep / "1" / "run.log")
     assert a0 < b1 and b0 < a1  # the two jobs' lifetimes overlap: they ran at the same time
     assert "model.latent_dim=3" in (sweep / "summary.md").read_text()
 
@@ -92,7 +92,7 @@ def test_a_job_sent_its_timeout_signal_is_requeued_and_finishes_in_its_folder_an
     (job,) = [p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")]
     result = json.loads((job / "metrics.json").read_text())
     assert result["status"] == "ok" and result["epochs"] == 2
-    log = (job / "__main__.log").read_text()
+    log = (job / "run.log").read_text()
     assert "resuming the run in" in log and "last.ckpt" in log  # the requeued attempt went on from the kill
     runs = sorted(job.glob("wandb/offline-run-*"))
     run_id = (job / "wandb_run_id").read_text().strip()
@@ -169,5 +169,5 @@ def test_a_trial_killed_mid_way_is_run_again_in_its_folder_and_counted_once(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="search", storage=journal_storage(sweep / "optuna.journal"))
     assert [(t.number, t.state.name) for t in study.trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
-    assert "resuming the run in" in (sweep / "0" / "__main__.log").read_text()
+    assert "resuming the run in" in (sweep / "0" / "run.log").read_text()
     assert json.loads((sweep / "0" / "metrics.json").read_text())["global_step"] == 6

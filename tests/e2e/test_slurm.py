@@ -160,7 +160,7 @@ def check_requeued_and_finished(case: Case, how: str, first_exit_code: int) -> N
     assert not (job / "FAILED").exists()  # requeued is not failed
     (note,) = (job / "REQUEUED").read_text().splitlines()
     assert how in note and "continues from checkpoints/last.ckpt" in note
-    log = (job / "__main__.log").read_text()
+    log = (job / "run.log").read_text()
     assert how in log and "resuming the run in" in log
     assert "| ok | 1 |" in (case.sweep / "summary.md").read_text()  # status, requeues
     attempts = [r["state"] for r in sacct(case.array_job, all_attempts=True)]
@@ -186,7 +186,7 @@ def test_a_job_preempted_with_usr2_is_requeued_and_finishes_in_its_folder_and_wa
 def test_a_job_requeued_by_slurm_finishes_in_its_folder_and_wandb_run(cases):
     case = cases["requeue"].wait()
     check_requeued_and_finished(case, "requeued by SLURM", 128 + 15)
-    assert "exit code 143 recorded by a new service" in (case.job(0) / "__main__.log").read_text()
+    assert "exit code 143 recorded by a new service" in (case.job(0) / "run.log").read_text()
 
 
 @pytest.mark.case("time_limit")
@@ -200,7 +200,7 @@ def test_a_time_limit_requeues_until_max_num_timeout_then_the_job_fails_with_its
     assert f"resume with: python -m experiments resume={job}" in failed
     assert (job / "checkpoints" / "last.ckpt").is_file()
     assert len((job / "REQUEUED").read_text().splitlines()) == 1  # max_num_timeout=1: one requeue, then no more
-    assert "resuming the run in" in (job / "__main__.log").read_text()  # the second attempt went on from the first
+    assert "resuming the run in" in (job / "run.log").read_text()  # the second attempt went on from the first
     attempts = [(r["state"], r["derived"]) for r in sacct(case.array_job, all_attempts=True)]
     # the run's exit is 140 (128 + USR2): sacct's DerivedExitCode says so (its ExitCode reads 12:0)
     assert attempts == [("REQUEUED", "0:0"), ("FAILED", "140:0")], attempts
@@ -214,11 +214,11 @@ def test_two_tasks_on_a_node_under_ddp_share_one_folder_and_agree_on_the_metric(
     assert case.rc == 0, case.stderr[-3000:]
     assert "1 node(s) x 2 task(s), 1 CPU(s) per task" in case.stdout
     assert sorted(p.name for p in case.sweep.iterdir() if not p.name.startswith(".") and p.is_dir()) == ["0"]
-    logs = {p.name: p.read_text() for p in case.job(0).glob("__main__*.log")}
-    assert set(logs) == {"__main__.log", "__main___rank1.log"}
+    logs = {p.name: p.read_text() for p in case.job(0).glob("run*.log")}
+    assert set(logs) == {"run.log", "run_rank1.log"}
     values = [re.search(rf"rank {r}: test/neg_elbo = (\S+)", logs[name]) for r, name in enumerate(sorted(logs))]
     assert all(values) and values[0].group(1) == values[1].group(1), values
-    assert "W&B mode" in logs["__main__.log"] and "W&B" not in logs["__main___rank1.log"]  # rank 0 alone logs to W&B
+    assert "W&B mode" in logs["run.log"] and "W&B" not in logs["run_rank1.log"]  # rank 0 alone logs to W&B
     assert [r["state"] for r in sacct(case.array_job)] == ["COMPLETED"]
 
 

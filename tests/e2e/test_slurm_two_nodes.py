@@ -72,7 +72,7 @@ def env_for(tmp_path) -> dict:
 
 
 def rank_logs(job) -> dict[str, str]:
-    return {p.name: p.read_text() for p in job.glob("__main__*.log")}
+    return {p.name: p.read_text() for p in job.glob("run*.log")}
 
 
 def rank_values(logs: dict[str, str], key: str = "test/neg_elbo") -> list[str]:
@@ -95,11 +95,11 @@ def test_a_two_node_ddp_job_shares_one_folder_and_agrees_on_the_metric(two_nodes
     job = sweep / "0"
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["0"]
     logs = rank_logs(job)
-    assert set(logs) == {"__main__.log", "__main___rank1.log"}
+    assert set(logs) == {"run.log", "run_rank1.log"}
     values = rank_values(logs)
     assert values[0] == values[1], values
     assert json.loads((job / "metrics.json").read_text())["status"] == "ok"  # rank 0's
-    assert "W&B mode" in logs["__main__.log"] and "W&B" not in logs["__main___rank1.log"]
+    assert "W&B mode" in logs["run.log"] and "W&B" not in logs["run_rank1.log"]
     (job_id,) = {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if p.is_dir()}
     (row,) = sacct(job_id)
     assert row["state"] == "COMPLETED", row
@@ -129,7 +129,7 @@ def test_a_two_node_job_preempted_with_usr2_resumes_on_both_nodes_in_its_folder_
     (note,) = (job / "REQUEUED").read_text().splitlines()  # rank 0's line, once
     assert "requeued by submitit" in note and "continues from checkpoints/last.ckpt" in note, note
     logs = rank_logs(job)
-    assert set(logs) == {"__main__.log", "__main___rank1.log"}
+    assert set(logs) == {"run.log", "run_rank1.log"}
     for log in logs.values():  # both ranks' second attempt went on from the checkpoint
         assert "resuming the run in" in log, log[-2000:]
     values = rank_values(logs)
@@ -212,7 +212,7 @@ def test_torchrun_across_two_nodes_in_an_allocation_shares_one_folder_and_agrees
     assert proc.returncode == 0, proc.stderr[-3000:] + out[-3000:]
     (run,) = tmp_path.glob("logs/vae/runs/*")  # one folder for both ranks
     logs = rank_logs(run)
-    assert set(logs) == {"__main__.log", "__main___rank1.log"}, sorted(logs)
+    assert set(logs) == {"run.log", "run_rank1.log"}, sorted(logs)
     values = rank_values(logs)
     assert values[0] == values[1], values
     assert json.loads((run / "metrics.json").read_text())["status"] == "ok"

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from configured import configured
 from formats import write_image_folder
 from smoke import RESNET_SMOKE
@@ -79,6 +80,8 @@ def test_vae_smoke_run_leaves_all_its_evidence(tmp_path, run_experiment, capsys)
     assert history["test/neg_elbo"] == pytest.approx(m["test/neg_elbo"], rel=1e-6)
     assert history["test/latent_knn_acc"] == pytest.approx(m["test/latent_knn_acc"], rel=1e-6)
     assert history["vae/latent_grid"]["_type"] == "images/separated"
+    for key in ("vae/latent_grid", "vae/latent_space", "vae/reconstructions", "curves/loss"):  # a size W&B shows well
+        assert 800 <= max(history[key]["width"], history[key]["height"]) <= 1700, (key, history[key])
 
 
 def test_csv_and_no_logger(tmp_path, run_experiment):
@@ -655,6 +658,11 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
         "callbacks.lesion (LesionSweep) needs a model that is ResidualBlocks: VAEModule has no",
     ),
 }
+if not torch.cuda.is_available():  # data.gpu_decode needs a CUDA device; with one, this run would go on
+    BAD["gpu_decode without a GPU"] = (
+        ["task=resnet", "data=folder", "data.root=/nonexistent", "data.gpu_decode=true", "model.arch=resnet18"],
+        "data.gpu_decode=true decodes JPEGs on a CUDA GPU (nvJPEG) and this run's device is cpu",
+    )
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -719,7 +727,11 @@ def test_tensorboard_and_many_loggers_get_scalars_and_figures(tmp_path, run_expe
     assert named.name == "vae debug=smoke data.synthetic_size=100"
     events = EventAccumulator(str(named), size_guidance={"images": 0})
     events.Reload()
-    assert {"val/neg_elbo", "test/neg_elbo", "test/latent_silhouette"} <= set(events.Tags()["scalars"])
+    scalars = set(events.Tags()["scalars"])
+    assert {"val/neg_elbo", "test/neg_elbo", "test/latent_silhouette"} <= scalars  # the HParams tab's numbers
+    # the Scalars tab opens on the training curves (its groups are alphabetical), not on epoch or lr-Adam
+    assert {"curves/train/loss_epoch", "curves/val/neg_elbo", "curves/lr-Adam"} <= scalars and "epoch" not in scalars
+    assert min(tag.split("/")[0] for tag in scalars) == "curves"
     assert {"vae/latent_space", "vae/samples", "curves/loss"} <= set(events.Tags()["images"])
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(events.PluginTagToContent("hparams"))
     assert (run / "csv" / "metrics.csv").is_file() and list(run.glob("wandb/offline-run-*"))  # and the other two

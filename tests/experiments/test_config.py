@@ -136,6 +136,22 @@ def test_srun_tasks_share_the_jobs_id_and_a_single_process_has_none(monkeypatch)
     assert experiments.shared_run_id() is None and experiments.rank_suffix() == ""
 
 
+def test_each_rank_logs_to_its_own_run_log(monkeypatch):
+    """run.log for rank 0 or a single process; run_rank<N>.log for the others, however they were started
+    (torchrun's RANK, srun's SLURM_PROCID, Lightning's own DDP children with LOCAL_RANK and NODE_RANK)."""
+    for k in ("RANK", "SLURM_PROCID", "SLURM_NTASKS", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert experiments.rank_suffix() == ""
+    monkeypatch.setenv("LOCAL_RANK", "1")  # Lightning's second process on the first node
+    assert experiments.rank_suffix() == "_rank1"
+    monkeypatch.setenv("NODE_RANK", "2")
+    assert experiments.rank_suffix() == "_rank2.1"
+    monkeypatch.setenv("RANK", "0")  # torchrun names the global rank: it wins
+    assert experiments.rank_suffix() == ""
+    logging = Path(experiments.config_dir(), "hydra", "default.yaml").read_text()
+    assert "filename: ${hydra.runtime.output_dir}/run${rank_suffix:}.log" in logging
+
+
 def test_debug_presets_and_early_stopping_compose_to_what_they_say(compose_cfg):
     """lightning-hydra-template's debug presets and an early-stopping callback on the task's monitor."""
     assert compose_cfg("debug=overfit").trainer.overfit_batches == 3

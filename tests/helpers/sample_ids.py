@@ -57,7 +57,7 @@ def numbered_folder(root: Path, images: int = 24, val: int = 4) -> Path:
 
 
 class RecordLabels(Callback):
-    """Appends {"epoch", "step", "labels"} of every training batch, as it starts, to `path` (JSON
+    """Appends {"epoch", "step", "labels", "pixels"} of every training batch, as it starts, to `path` (JSON
     lines; rank r > 0 of a DDP run to `path`.rank<r>)."""
 
     def __init__(self, path: str):
@@ -65,9 +65,17 @@ class RecordLabels(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         line = {"epoch": trainer.current_epoch, "step": trainer.global_step, "labels": batch[1].tolist()}
+        line["pixels"] = pixels(batch[0])
         path = self.path if trainer.global_rank == 0 else f"{self.path}.rank{trainer.global_rank}"
         with open(path, "a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+def pixels(images: torch.Tensor) -> str:
+    """A fingerprint of a batch's model-ready images, augmentation included: equal only if every value is."""
+    import hashlib
+
+    return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def recorded(path: Path) -> list[dict]:

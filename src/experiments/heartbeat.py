@@ -1,0 +1,65 @@
+"""No silence on the terminal longer than `every_s` seconds while a run works.
+
+Progress lines come from the work itself (the epoch bar, `lesion sweep: 12/200 test passes`,
+`backbone features: 24 images`), but how long one step takes depends on the model and on the
+machine: a ResNet-152 test batch at 224 px takes 2 s on two idle CPU cores and 30 s on the same
+cores shared with other jobs. So a thread watches the run's log and the progress bars, and after
+`every_s` seconds without a line says what the run is doing and how long it has been quiet:
+`still testing and analysing (10 s since the last line)`.
+
+    with Heartbeat(): ...          # experiments.run_safely, rank 0
+    heartbeat.phase("fitting")     # what the next quiet line says the run is doing
+    heartbeat.beat()               # a line was written outside logging (a progress bar's redraw)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+log = logging.getLogger("experiments.run")
+
+_state: dict = {"last": time.monotonic(), "phase": "starting"}
+
+
+def beat() -> None:
+    """Something was just written to the terminal."""
+    _state["last"] = time.monotonic()
+
+
+def phase(what: str) -> None:
+    """What the run does from now on (said by a quiet line); starting a phase counts as a line."""
+    _state["phase"] = what
+    beat()
+
+
+class _Stamp(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        beat()
+
+
+class Heartbeat:
+    def __init__(self, every_s: float = 10.0):
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._stamp = _Stamp(level=logging.INFO)
+        self._thread = threading.Thread(target=self._watch, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        beat()
+        logging.getLogger().addHandler(self._stamp)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        logging.getLogger().removeHandler(self._stamp)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.every_s / 4)):
+            quiet = time.monotonic() - _state["last"]
+            if quiet >= self.every_s:
+                log.info("still %s (%.0f s since the last line)", _state["phase"], quiet)
+                beat()  # in case the root logger's level or handlers did not pass it through _Stamp
