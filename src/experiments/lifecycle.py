@@ -164,7 +164,7 @@ class RunEnding:
         if how is None:
             return None
         self.requeued = True
-        where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+        where = f" {training_position(trainer)}" if trainer is not None else ""
         saved = resume_checkpoint(out)
         then = "the next attempt continues from checkpoints/last.ckpt" if saved else "the next attempt starts it again"
         note = f"{signal.Signals(signum).name}{where}: {how}; {then} in this folder and W&B run"
@@ -187,7 +187,7 @@ class RunEnding:
         if trainer is not None and self.testing:  # training (if any) had ended: say so, not "at epoch N"
             where = f" in the test pass (after step {trainer.global_step})"
         elif trainer is not None:
-            where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"
+            where = f" {training_position(trainer)}"
         saved = resume_checkpoint(out)
         how = f"resume with: {resume_command(out)}" if saved else "no checkpoint was written yet; start it again"
         return f"killed by {name}{where}; {how}"
@@ -368,10 +368,23 @@ def lost_rank(e: BaseException) -> str | None:
     return said
 
 
+def training_position(trainer) -> str:
+    """Where training was, with epochs counted from 1 as the progress bar counts them (`Epoch 2/3`):
+    `in epoch 2, step 7` while an epoch runs (its validation included), `after epoch 1, step 2`
+    between epochs. Lightning's `current_epoch` counts from 0 and moves on when an epoch ends."""
+    progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_progress", None), "current", None)
+    step = trainer.global_step
+    if progress is None:  # not a Lightning trainer (a test's stand-in): its current_epoch only
+        return f"in epoch {trainer.current_epoch + 1}, step {step}"
+    if progress.started > progress.completed:
+        return f"in epoch {progress.started}, step {step}"
+    return f"after epoch {progress.completed}, step {step}"
+
+
 def lost_rank_note(out: Path, reason: str, trainer) -> str:
     """The first line of FAILED when another rank of a multi-process run was lost: what happened,
     where, and how to go on (a SLURM job: requeue it, its allocation starts every rank again)."""
-    where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}" if trainer is not None else ""
+    where = f" {training_position(trainer)}" if trainer is not None else ""
     world = f" of {trainer.world_size}" if trainer is not None else ""
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
     if job and os.environ.get("SLURM_ARRAY_TASK_ID"):

@@ -100,7 +100,7 @@ def stopped_honestly(run: Path, code: int, text: str, sig: signal.Signals) -> st
     assert code == 128 + sig, text[-3000:]
     failed = (run / "FAILED").read_text().splitlines()[0]
     assert (
-        failed.startswith(f"killed by {sig.name} at epoch ")
+        failed.startswith(f"killed by {sig.name} in epoch ")
         and f"resume with: python -m experiments resume={run}" in failed
     )
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
@@ -169,7 +169,8 @@ def test_a_killed_sweep_lists_the_jobs_it_never_started(tmp_path):
     assert proc.returncode == 143, proc.stderr[-3000:]
     (sweep,) = tmp_path.glob("logs/vae/multiruns/*")
     rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
-    assert rows["0"]["status"].startswith("failed: killed by SIGTERM at epoch 1, step 2; resume with:")
+    # step 2 is epoch 1's last training step; Lightning stops at the first batch of its validation
+    assert rows["0"]["status"].startswith("failed: killed by SIGTERM in epoch 1, step 2; resume with:")
     assert rows["1"]["status"] == rows["2"]["status"] == "not started"
     assert "model.latent_dim=3" in rows["1"]["overrides"] and "model.latent_dim=4" in rows["2"]["overrides"]
 

@@ -42,7 +42,7 @@ def test_a_killed_run_stops_at_the_step_and_resumes_in_place(tmp_path, run_exper
     exit_code, run = run_experiment(*RUN, *killer(sig), logger)
     assert exit_code == code
     failed = (run / "FAILED").read_text().splitlines()[0]
-    assert failed == f"killed by {sig.name} at epoch 1, step 7; resume with: python -m experiments resume={run}"
+    assert failed == f"killed by {sig.name} in epoch 2, step 7; resume with: python -m experiments resume={run}"
     assert failed in capsys.readouterr().err
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 7 and not (run / "metrics.json").exists()  # the step it stopped after

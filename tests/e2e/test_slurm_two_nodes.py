@@ -173,7 +173,7 @@ def test_a_two_node_job_losing_a_task_ends_with_its_checkpoint_and_a_requeue_con
     job = case.job(0)
     first = (job / "FAILED").read_text().splitlines()[0]
     print(first)
-    assert first.startswith("lost another rank of 2 of this run at epoch "), first
+    assert first.startswith("lost another rank of 2 of this run in epoch "), first
     assert why in first and first.endswith(
         f"continue from checkpoints/last.ckpt with: scontrol requeue {case.array_job}"
     )
