@@ -89,6 +89,7 @@ DDP_SMOKE = (
 )
 
 
+@pytest.mark.slow  # two torchrun processes (~30 s): in .ci/run's slow line
 def test_torchrun_ranks_agree_on_one_run_folder_and_keep_their_logs(tmp_path):
     """torchrun starts each rank itself (no parent of ours): they agree on the folder through the
     elastic agent's store before Hydra writes anything; rank 0 writes metrics.json."""

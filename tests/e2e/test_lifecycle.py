@@ -28,6 +28,7 @@ def helpers_env(tmp_path: Path) -> dict[str, str]:
     return cli_env(tmp_path, PYTHONPATH=HELPERS + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+@pytest.mark.slow  # a CLI sweep / a terminal run (20-30 s): in .ci/run's slow line
 def test_a_sweep_runs_every_job_and_lists_the_failures(tmp_path):
     """Four jobs: one good, one that crashes while fitting (at step 1), two with a config error.
     Every job runs, the summary lists all four, the sweep exits 1 naming the failures."""
@@ -112,6 +113,7 @@ def train_steps(run: Path) -> list[int]:
     return [int(r["step"]) for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("train/loss_step")]
 
 
+@pytest.mark.slow  # a CLI sweep / a terminal run (20-30 s): in .ci/run's slow line
 def test_sigterm_in_a_terminal_exits_143_with_a_checkpoint_and_no_line_twice(tmp_path):
     """A real process in a pseudo-terminal, a real signal from outside: the interpreter's exit
     status, FAILED, the checkpoint, and what a person reads: every line once, no noise, the last
