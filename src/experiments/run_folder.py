@@ -56,9 +56,12 @@ def identity(cfg: DictConfig | dict, out: Path) -> dict[str, Any]:
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """`key: old -> new` for each leaf that differs (dotted keys)."""
+    """`key: old -> new` for each leaf that differs (dotted keys). Keys that only one side has are not
+    compared: a key the framework added (or dropped) since the run was recorded is not a change the
+    user made, and comparing it would refuse every resume or requeue across an upgrade (found in
+    review: `data.gpu_decode` made every `data=folder` run of the version before unresumable)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new)) for d in differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [d for k in sorted(set(old) & set(new)) for d in differences(old[k], new[k], f"{prefix}{k}.")]
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 

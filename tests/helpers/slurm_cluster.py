@@ -57,6 +57,20 @@ def job_record(job: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
 
+# the states a job ends in (not SIGNALING, STAGE_OUT, SUSPENDED, ... on the way)
+ENDED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
+
+
 def requeue_and_wait(job: str, timeout_s: float = 900) -> dict[str, str]:
     """`scontrol requeue` of the ended `job` (what a user or a cluster's policy does), then wait until
     slurmctld has started it again and that attempt has ended; its record then."""
@@ -65,15 +79,7 @@ def requeue_and_wait(job: str, timeout_s: float = 900) -> dict[str, str]:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         record = job_record(job)
-        ended = record["JobState"] not in (
-            "PENDING",
-            "RUNNING",
-            "COMPLETING",
-            "REQUEUED",
-            "REQUEUE_HOLD",
-            "CONFIGURING",
-        )
-        if int(record["Restarts"]) > restarts and ended:
+        if int(record["Restarts"]) > restarts and record["JobState"] in ENDED:
             return record
         time.sleep(3)
     raise TimeoutError(f"job {job} requeued but not ended within {timeout_s:.0f} s: {job_record(job)}")
