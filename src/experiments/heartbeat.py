@@ -15,8 +15,11 @@ cores shared with other jobs. So a thread watches the run's log and the progress
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+
+from tqdm import tqdm
 
 log = logging.getLogger("experiments.run")
 
@@ -47,19 +50,24 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._watch, name="heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        beat()
+        phase("starting")  # not what an earlier run in this process was doing
         logging.getLogger().addHandler(self._stamp)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
-        logging.getLogger().removeHandler(self._stamp)
+        try:
+            self._thread.join()  # a second signal can raise here: the handler still goes
+        finally:
+            logging.getLogger().removeHandler(self._stamp)
 
     def _watch(self) -> None:
         while not self._stop.wait(min(1.0, self.every_s / 4)):
             quiet = time.monotonic() - _state["last"]
             if quiet >= self.every_s:
-                log.info("still %s (%.0f s since the last line)", _state["phase"], quiet)
+                # through tqdm's lock: a progress bar in the middle of a long batch is cleared, the line
+                # written, the bar redrawn below it (else the line lands inside the bar's line)
+                with tqdm.external_write_mode(file=sys.stdout):  # tqdm: stdout and stderr are one terminal
+                    log.info("still %s (%.0f s since the last line)", _state["phase"], quiet)
                 beat()  # in case the root logger's level or handlers did not pass it through _Stamp
