@@ -183,11 +183,7 @@ class RunEnding:
         name = signal.Signals(signum).name if signum else "a signal"
         if self.not_requeued:
             name += f" ({self.not_requeued})"
-        where = ""
-        if trainer is not None and self.testing:  # training (if any) had ended: say so, not "at epoch N"
-            where = f" in the test pass (after step {trainer.global_step})"
-        elif trainer is not None:
-            where = f" {training_position(trainer)}"
+        where = f" {run_position(trainer, self.testing)}" if trainer is not None else ""
         saved = resume_checkpoint(out)
         how = f"resume with: {resume_command(out)}" if saved else "no checkpoint was written yet; start it again"
         return f"killed by {name}{where}; {how}"
@@ -244,7 +240,7 @@ class RunEnding:
         self.exit_code = 1
         lost = lost_rank(e)
         self.closing = lost is not None
-        first = lost_rank_note(out, lost, self.trainer) if lost else f"{type(e).__name__}: {e}"
+        first = lost_rank_note(out, lost, self.trainer, self.testing) if lost else f"{type(e).__name__}: {e}"
         if lost:
             log.error(first)  # in the rank's log too: FAILED goes once a requeue has continued the run
         if rank0:
@@ -381,10 +377,16 @@ def training_position(trainer) -> str:
     return f"after epoch {progress.completed}, step {step}"
 
 
-def lost_rank_note(out: Path, reason: str, trainer) -> str:
+def run_position(trainer, testing: bool) -> str:
+    """Where the run was: in the test pass (training, if any, had ended: not "in epoch N") or where
+    in training (training_position)."""
+    return f"in the test pass (after step {trainer.global_step})" if testing else training_position(trainer)
+
+
+def lost_rank_note(out: Path, reason: str, trainer, testing: bool = False) -> str:
     """The first line of FAILED when another rank of a multi-process run was lost: what happened,
     where, and how to go on (a SLURM job: requeue it, its allocation starts every rank again)."""
-    where = f" {training_position(trainer)}" if trainer is not None else ""
+    where = f" {run_position(trainer, testing)}" if trainer is not None else ""
     world = f" of {trainer.world_size}" if trainer is not None else ""
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
     if job and os.environ.get("SLURM_ARRAY_TASK_ID"):

@@ -82,6 +82,8 @@ def test_the_failed_line_says_where_and_how_to_go_on(tmp_path, monkeypatch):
     line = lifecycle.lost_rank_note(tmp_path, "Connection closed by peer", TRAINER)
     assert line.startswith("lost another rank of 2 of this run in epoch 2, step 126 (Connection closed by peer); ")
     assert line.endswith(f"launching all ranks again with: python -m experiments resume={tmp_path}")
+    in_test = lifecycle.lost_rank_note(tmp_path, "Connection closed by peer", TRAINER, testing=True)
+    assert in_test.startswith("lost another rank of 2 of this run in the test pass (after step 126) (Connection")
     monkeypatch.setenv("SLURM_JOB_ID", "75")
     assert lifecycle.lost_rank_note(tmp_path, "x", TRAINER).endswith("with: scontrol requeue 75")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "70")
