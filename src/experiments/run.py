@@ -34,6 +34,7 @@ from analysis.contracts import (
     ReportsRunInfo,
     missing_capabilities,
 )
+from datamodules.folder import check_gpu_decode
 from experiments import checkpoints, heartbeat, lifecycle
 from experiments.evaluate import comparison_line, evaluated
 from experiments.loggers import (
@@ -245,6 +246,10 @@ def build_trainer(cfg: DictConfig, parts: Parts):
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[checkpoints.AtomicCheckpointIO()]
     )
     log_config(loggers, cfg)
+    try:  # the trainer's device, before fit: a GPU host running trainer=cpu still gets one line
+        check_gpu_decode(getattr(parts.datamodule, "gpu_decode", False), trainer.strategy.root_device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     return trainer, loggers
 
 

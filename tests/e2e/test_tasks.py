@@ -742,3 +742,24 @@ def _finetune(cfg):
     from experiments.run import model_arguments
 
     return model_arguments(cfg, None)["finetune"]
+
+
+def test_gpu_decode_on_a_gpu_host_running_on_the_cpu_is_one_line_before_training(
+    tmp_path, run_experiment, capsys, monkeypatch
+):
+    """A GPU machine (CUDA present) with trainer=cpu: the data module's own check passes (CUDA is
+    there), the trainer's device is the CPU; one line naming data.gpu_decode, exit 2, before fit (it
+    used to stop inside fit with a traceback, exit 1). CUDA's presence is faked: no GPU here."""
+    from sample_ids import numbered_folder
+
+    root = numbered_folder(tmp_path / "images", images=6, val=2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    code, run = run_experiment(
+        "task=resnet", "data=folder", f"data.root={root}", "data.gpu_decode=true", "model.arch=resnet18",
+        "model.weights=null", "trainer=cpu", "logger=none", "trainer.max_epochs=1",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(lines) == 1 and "data.gpu_decode=true" in lines[0], err[-2000:]
+    assert "this run's device is cpu" in lines[0] and "Traceback" not in err
+    assert not (run / "checkpoints").exists() and not (run / "metrics.json").exists()
