@@ -75,3 +75,20 @@ def test_module_objective_is_recon_plus_weighted_kl_and_training_lowers_it():
         module.validation_step((x, torch.zeros(32)), 0)["loss"].backward()
         opt.step()
     assert logged["val/loss"] < 0.5 * first
+
+
+def test_a_checkpoint_loads_in_a_notebook_with_load_from_checkpoint(tmp_path):
+    """What a user does with `<run>/checkpoints/best.ckpt` outside the framework (README): Lightning's
+    own `load_from_checkpoint`; the optimizer is not a saved hyper-parameter, so it is given as None."""
+    import lightning.pytorch as pl
+
+    from models.vae_module import VAEModule
+
+    module = configured("task=vae", "model", latent_dim=3)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "best.ckpt")
+    loaded = VAEModule.load_from_checkpoint(tmp_path / "best.ckpt", optimizer=None, map_location="cpu")
+    assert loaded.hparams["latent_dim"] == 3
+    for key, value in module.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
