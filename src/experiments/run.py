@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -75,6 +76,15 @@ def build(conf: DictConfig, key: str, **kwargs):
         return instantiate(conf, _convert_="all", **kwargs)
     except Exception as e:  # noqa: BLE001
         cause = _root_cause(e)
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        if isinstance(cause, TypeError) and unknown:  # a key this class does not take (a preset's, another data set's)
+            name = unknown.group(1)
+            raise ConfigError(
+                f"{key}.{name} is not a key of {conf._target_}: remove it (a preset such as debug=smoke sets "
+                f"data.synthetic, which only the built-in data sets take: use debug=limit with data=folder)"
+                if (key, name) == ("data", "synthetic")
+                else f"{key}.{name} is not a key of {conf._target_}: remove it or check its spelling"
+            ) from e
         raise ConfigError(f"{key} ({conf._target_}): {cause}") from e
 
 

@@ -658,6 +658,10 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
         "callbacks.lesion (LesionSweep) needs a model that is ResidualBlocks: VAEModule has no",
     ),
 }
+BAD["debug=smoke on a folder of images"] = (
+    ["task=resnet", "data=folder", "data.root=/nonexistent", "debug=smoke", "model.arch=resnet18"],
+    "data.synthetic is not a key of datamodules.FolderDataModule: remove it (a preset such as debug=smoke",
+)
 if not torch.cuda.is_available():  # data.gpu_decode needs a CUDA device; with one, this run would go on
     BAD["gpu_decode without a GPU"] = (
         ["task=resnet", "data=folder", "data.root=/nonexistent", "data.gpu_decode=true", "model.arch=resnet18"],
