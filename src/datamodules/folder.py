@@ -164,7 +164,7 @@ class Augment:
 class EncodedImages(Dataset):
     """Map-style over one split's encoded images (a subclass says where their bytes are: `encoded`).
     Item (index, seed) -> (uint8 image, label), decoded and transformed here, in a worker process
-    (seed None: the evaluation transform). With `gpu_decode`: -> (payload, seed, label), where the
+    (seed None: the evaluation transform). With `gpu_decode`: -> (payload, seed, label, name), where the
     payload of a JPEG is its bytes as they are, for `decode_batch` on the GPU, and anything else
     (PNG, a JPEG with an EXIF rotation, which nvJPEG does not apply) is decoded here."""
 
@@ -179,10 +179,10 @@ class EncodedImages(Dataset):
         index, seed = item
         data, label, name = self.encoded(index)
         if self.gpu_decode and plain_jpeg(data):
-            return torch.frombuffer(bytearray(data), dtype=torch.uint8), seed, label
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8), seed, label, name
         img = decode_bytes(data, self.gray, name)
         if self.gpu_decode:
-            return img, seed, label
+            return img, seed, label, name
         return (self.augment.eval(img) if seed is None else self.augment.train(img, seed)), label
 
 
@@ -231,23 +231,45 @@ def exif_orientation(data: bytes) -> int:
     return 1
 
 
-def collate_encoded(items: list[tuple]) -> tuple[list[torch.Tensor], list[int | None], torch.Tensor]:
-    """A gpu_decode batch as the workers send it: (payloads, augmentation seeds, labels)."""
-    payloads, seeds, labels = zip(*items, strict=True)
-    return list(payloads), list(seeds), torch.tensor(labels, dtype=torch.long)
+def collate_encoded(items: list[tuple]) -> tuple[list[torch.Tensor], list[int | None], torch.Tensor, list[str]]:
+    """A gpu_decode batch as the workers send it: (payloads, augmentation seeds, labels, names)."""
+    payloads, seeds, labels, names = zip(*items, strict=True)
+    return list(payloads), list(seeds), torch.tensor(labels, dtype=torch.long), list(names)
+
+
+def decode_jpegs(jpegs: list[torch.Tensor], names: list[str], device: torch.device, gray: bool) -> list[torch.Tensor]:
+    """The JPEGs decoded in one batched call; if that fails (a damaged file that still starts like a
+    JPEG, a kind nvJPEG does not take), one at a time, each failure decoded on the CPU as the workers
+    do (torchvision, then PIL) or named in decode_bytes' one-line error."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
+    try:
+        return list(decode_jpeg(jpegs, mode=mode, device=device))
+    except RuntimeError:
+        out = []
+        for jpeg, name in zip(jpegs, names, strict=True):
+            try:
+                out.append(decode_jpeg(jpeg, mode=mode, device=device))
+            except RuntimeError:
+                out.append(decode_bytes(jpeg.numpy().tobytes(), gray, name).to(device))
+        return out
 
 
 def decode_batch(
-    payloads: list[torch.Tensor], seeds: list[int | None], device: torch.device, augment: Augment, gray: bool
+    payloads: list[torch.Tensor],
+    seeds: list[int | None],
+    device: torch.device,
+    augment: Augment,
+    gray: bool,
+    names: list[str] | None = None,
 ) -> torch.Tensor:
     """uint8 (N, C, size, size) on `device`: the JPEGs decoded in one batched `decode_jpeg` call
     (nvJPEG on a CUDA device), then each image given data=folder's transform there (the crop and
     flip of its seed: the same boxes as the workers' path), the workers' decoded images alike."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    jpegs = [p for p in payloads if p.ndim == 1]
-    mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
-    decoded = iter(decode_jpeg(jpegs, mode=mode, device=device) if jpegs else [])
+    names = names or [f"image {k} of the batch" for k in range(len(payloads))]
+    jpegs = [(p, n) for p, n in zip(payloads, names, strict=True) if p.ndim == 1]
+    decoded = iter(decode_jpegs([p for p, _ in jpegs], [n for _, n in jpegs], device, gray) if jpegs else [])
     images = [next(decoded) if p.ndim == 1 else p.to(device, non_blocking=True) for p in payloads]
     out = [
         augment.eval(img) if seed is None else augment.train(img, seed) for img, seed in zip(images, seeds, strict=True)
@@ -353,9 +375,9 @@ class FolderBatches:
         for b, batch in enumerate(loader, start=start + 1):
             self.progress.batches = b
             if on_device:
-                payloads, seeds, y = batch
+                payloads, seeds, y, names = batch
                 device = self.device or torch.device("cpu")
-                x = decode_batch(payloads, seeds, device, self.dataset.augment, self.dataset.gray)
+                x = decode_batch(payloads, seeds, device, self.dataset.augment, self.dataset.gray, names)
                 y = y.to(device, non_blocking=True)
             else:
                 x, y = batch

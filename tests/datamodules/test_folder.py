@@ -100,8 +100,9 @@ def test_gpu_decode_workers_send_jpeg_bytes_and_decode_anything_else(tmp_path):
     aug = Augment(16, 18, (0.08, 1.0), (3 / 4, 4 / 3), True)
     ds = FolderDataset(root / "train", paths, labels, aug, gray=False, gpu_decode=True)
     items = [ds[(i, 100 + i)] for i in range(len(ds))]
-    for i, (payload, seed, label) in enumerate(items):
+    for i, (payload, seed, label, name_sent) in enumerate(items):
         name = paths[i].decode()
+        assert name_sent == str(root / "train" / name)
         assert seed == 100 + i and label == labels[i]
         if name.endswith("rotated.jpg"):  # nvJPEG would not rotate it: decoded (and rotated) in the worker
             assert exif_orientation(rotated.read_bytes()) == 6 and payload.shape == (3, 30, 20)
@@ -113,7 +114,7 @@ def test_gpu_decode_workers_send_jpeg_bytes_and_decode_anything_else(tmp_path):
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=[[(0, 1), (1, None), (2, 3)]], num_workers=1, collate_fn=collate_encoded
     )
-    (payloads, seeds, y), *_ = list(loader)
+    (payloads, seeds, y, _), *_ = list(loader)
     assert len(payloads) == 3 and seeds == [1, None, 3] and y.tolist() == labels[:3].tolist()
     assert (
         exif_orientation(b"\xff\xd8\xff\xd9") == 1
@@ -185,3 +186,21 @@ def test_gpu_decode_on_a_gpu_matches_the_workers_within_rounding(tmp_path):
     for (a, ya), (b, yb) in zip(batches(False), batches(True), strict=True):
         assert torch.equal(ya, yb)
         assert (a - b).abs().mean() < 0.02  # scaled to [0, 1]: under 5 levels of 255 on average (never run here)
+
+
+def test_gpu_decode_a_damaged_jpeg_in_a_batch_is_decoded_alone_or_named(tmp_path):
+    """A batch whose batched decode fails (a file that starts like a JPEG but is cut short): it is decoded
+    one image at a time, and the damaged one, which the workers' decoders (torchvision, PIL) cannot read
+    either, is named in their one-line error instead of failing the batch without a file name."""
+    from datamodules.folder import decode_batch
+
+    root = jpeg_tree(tmp_path)
+    files = sorted((root / "train").rglob("*.jpg"))[:3]
+    aug = Augment(16, 18, (0.08, 1.0), (3 / 4, 4 / 3), True)
+    payloads = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files]
+    names = [str(f) for f in files]
+    whole = decode_batch(payloads, [None] * 3, torch.device("cpu"), aug, gray=False, names=names)
+    damaged = payloads[:1] + [payloads[1][:40]] + payloads[2:]  # the header only: no image data
+    with pytest.raises(OSError, match=f"data.root: cannot read {names[1]} as an image"):
+        decode_batch(damaged, [None] * 3, torch.device("cpu"), aug, gray=False, names=names)
+    assert whole.shape == (3, 3, 16, 16)
