@@ -9,13 +9,15 @@ python -m experiments eval=logs/vae/runs/<run>         # evaluate a finished run
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from experiments import config_dir, resolvers
+from experiments import config_dir, heartbeat, resolvers
 from experiments.evaluate import eval_overrides
 from experiments.lifecycle import resume_overrides
 
@@ -27,9 +29,12 @@ resolvers.register()
 def run_job(cfg: DictConfig):  # -> RunRecord | lifecycle.JobFailed (a sweeper, a launcher read it)
     # the first line within a second or two of the command, before torch and Lightning load (seconds more)
     print(f"{cfg.task_name}: starting in {cfg.paths.output_dir}", flush=True)
-    from experiments.run import run_safely  # heavy imports (torch, lightning) only once composed
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("LOCAL_RANK") or "0"
+    # from that line on, never 10 s without one (loading torch and Lightning takes that on a busy machine)
+    with heartbeat.Heartbeat() if rank == "0" else contextlib.nullcontext():
+        from experiments.run import run_safely  # heavy imports (torch, lightning) only once composed
 
-    return run_safely(cfg)
+        return run_safely(cfg)
 
 
 CLUSTER_EXTRA = {  # an override that needs the cluster extra -> the module it needs

@@ -7,7 +7,7 @@ cores shared with other jobs. So a thread watches the run's log and the progress
 `every_s` seconds without a line says what the run is doing and how long it has been quiet:
 `still testing and analysing (10 s since the last line)`.
 
-    with Heartbeat(): ...          # experiments.run_safely, rank 0
+    with Heartbeat(): ...          # the command (experiments.__main__), from its first line; a run, rank 0
     heartbeat.phase("fitting")     # what the next quiet line says the run is doing
     heartbeat.beat()               # a line was written outside logging (a progress bar's redraw)
 """
@@ -50,12 +50,20 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._watch, name="heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        phase("starting")  # not what an earlier run in this process was doing
-        logging.getLogger().addHandler(self._stamp)
-        self._thread.start()
+        """One watcher a process: a Heartbeat inside another (the command's, around the imports, and
+        the run's) only keeps the outer one's clock."""
+        self.outer = not _state.get("watching")
+        if self.outer:
+            _state["watching"] = True
+            phase("starting")  # not what an earlier run in this process was doing
+            logging.getLogger().addHandler(self._stamp)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        if not self.outer:
+            return
+        _state["watching"] = False
         self._stop.set()
         try:
             self._thread.join()  # a second signal can raise here: the handler still goes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from experiments import heartbeat
@@ -25,3 +26,18 @@ def test_a_quiet_run_gets_a_line_that_says_what_it_does_and_a_busy_one_none(capl
     )
     time.sleep(0.6)  # stopped: no more lines
     assert len([r for r in caplog.records if r.getMessage().startswith("still")]) == len(quiet)
+
+
+def test_a_heartbeat_inside_another_keeps_the_outer_clock_and_one_watcher(caplog):
+    """The command's heartbeat (from its first line, around the imports) and the run's inside it: the
+    run's does not restart the clock (the imports' quiet seconds count) nor add a second watcher."""
+    caplog.set_level(logging.INFO)
+    with heartbeat.Heartbeat(every_s=0.5):
+        time.sleep(0.3)  # the imports
+        with heartbeat.Heartbeat(every_s=0.5):
+            time.sleep(0.5)  # 0.8 s quiet in all: one line from the outer clock, not none
+            inner = [r for r in caplog.records if r.getMessage().startswith("still")]
+            assert len(inner) == 1, [r.getMessage() for r in inner]
+        assert sum(t.name == "heartbeat" for t in threading.enumerate()) == 1  # the outer's only
+    time.sleep(0.6)
+    assert len([r for r in caplog.records if r.getMessage().startswith("still")]) == 1
