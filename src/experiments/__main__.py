@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import sys
 
 import hydra
@@ -20,6 +19,7 @@ from omegaconf import DictConfig
 from experiments import config_dir, heartbeat, resolvers
 from experiments.evaluate import eval_overrides
 from experiments.lifecycle import resume_overrides
+from experiments.run_ids import rank_suffix
 
 # The program's entry (and what a SLURM job unpickles run_job from): the config tree's resolvers.
 resolvers.register()
@@ -29,9 +29,9 @@ resolvers.register()
 def run_job(cfg: DictConfig):  # -> RunRecord | lifecycle.JobFailed (a sweeper, a launcher read it)
     # the first line within a second or two of the command, before torch and Lightning load (seconds more)
     print(f"{cfg.task_name}: starting in {cfg.paths.output_dir}", flush=True)
-    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("LOCAL_RANK") or "0"
-    # from that line on, never 10 s without one (loading torch and Lightning takes that on a busy machine)
-    with heartbeat.Heartbeat() if rank == "0" else contextlib.nullcontext():
+    # from that line on, never 10 s without one (loading torch and Lightning takes that on a busy machine);
+    # rank 0 only: the process whose log has no rank suffix
+    with heartbeat.Heartbeat() if rank_suffix() == "" else contextlib.nullcontext():
         from experiments.run import run_safely  # heavy imports (torch, lightning) only once composed
 
         return run_safely(cfg)
