@@ -13,21 +13,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from . import attention as A
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData
 from .evidence import log_figure, log_numbers, log_table
-from .vit_steps import Quota, image_names
+from .vit_steps import Quota, StepAnalysis, image_names
 
 log = logging.getLogger(__name__)
 
 
-class AttentionMaps(Callback):
+class AttentionMaps(StepAnalysis):
     """The CLS token's attention to each patch, per layer and head (every head), for the first
     `num_images`; the heads fused (mean / max / min) per layer, overlaid on the image; and over
     up to `max_images`, the entropy of each head's map and the correlation between heads."""
+
+    quota: Quota  # the first max_images test images (made when the test pass starts)
 
     module_needs = (AttentionInspectable,)
     data_needs = (EvaluationData,)
@@ -56,18 +57,7 @@ class AttentionMaps(Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.quota, self.examples, self.entropy, self.correlation, self.count = Quota(self.max_images), [], 0.0, 0.0, 0
 
-    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
-        self,
-        trainer: Any,
-        pl_module: AttentionInspectable,
-        outputs: AttentionStep,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        n = self.quota.take(len(outputs["labels"]))
-        if n == 0:
-            return
+    def take(self, trainer: Any, pl_module: AttentionInspectable, outputs: AttentionStep, n: int) -> None:
         maps = A.cls_attention(outputs["attentions"][:, :n])  # (layers, n, heads, patches)
         # sums stay on the device until the epoch ends: a copy to the host per batch would wait for it
         self.entropy = self.entropy + A.attention_entropy(maps).sum(1)  # (layers, heads)

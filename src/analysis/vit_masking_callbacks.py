@@ -13,22 +13,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from . import attention as A
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData
 from .evidence import log_figure, log_numbers, log_table
-from .vit_steps import Quota, check_rollout_settings, has_labels, rollout_maps
+from .vit_steps import Quota, StepAnalysis, check_rollout_settings, has_labels, rollout_maps
 
 log = logging.getLogger(__name__)
 
 
-class PatchMasking(Callback):
+class PatchMasking(StepAnalysis):
     """Robustness to masked patches, masked in pixel space before normalisation with `fill`:
     random patches at each fraction (`trials` seeded draws), the seed's structured masks, and
     rollout-ordered deletion (most-attended first vs least-attended first vs random), with the
     deletion curves' AUC. Over up to `max_images` test images."""
+
+    quota: Quota  # the first max_images test images (made when the test pass starts)
 
     module_needs = (AttentionInspectable,)
     data_needs = (EvaluationData,)
@@ -84,18 +85,7 @@ class PatchMasking(Callback):
         if self.labelled:
             self.correct[key] = self.correct[key] + (pl_module.dataset_scores(logits).argmax(-1) == labels).sum()
 
-    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
-        self,
-        trainer: Any,
-        pl_module: AttentionInspectable,
-        outputs: AttentionStep,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        n = self.quota.take(len(outputs["labels"]))
-        if n == 0:
-            return
+    def take(self, trainer: Any, pl_module: AttentionInspectable, outputs: AttentionStep, n: int) -> None:
         if self.labelled is None:
             self.labelled = has_labels(outputs)
         x, labels, reference = outputs["pixels"][:n], outputs["labels"][:n], outputs["logits"][:n].argmax(-1)

@@ -9,17 +9,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lightning.pytorch.callbacks import Callback
-
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData, ImageFiles
 from .evidence import log_figure, log_numbers, log_table
-from .vit_steps import has_labels, image_names
+from .vit_steps import StepAnalysis, has_labels, image_names
 
 log = logging.getLogger(__name__)
 
 
-class ViTPredictions(Callback):
+class ViTPredictions(StepAnalysis):
     """Top-k labels with probabilities: a figure per batch (up to `max_figures`), a table of every
     image, and top-1/top-k accuracy on the data set's classes where a class map is set."""
 
@@ -32,19 +30,10 @@ class ViTPredictions(Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.rows, self.figures, self.seen, self.top_k_hits = [], 0, 0, None  # hits: an int once labels are mapped
 
-    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
-        self,
-        trainer: Any,
-        pl_module: AttentionInspectable,
-        outputs: AttentionStep,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
+    def take(self, trainer: Any, pl_module: AttentionInspectable, outputs: AttentionStep, n: int) -> None:
         probs = outputs["logits"].softmax(-1)
         top = probs.topk(min(self.top_k, probs.shape[1]), dim=-1)
         labels = outputs["labels"]
-        n = len(labels)
         names = image_names(trainer, self.seen, n)
         classes = list(trainer.datamodule.classes)
         top_labels = [[pl_module.label_name(i) for i in row] for row in top.indices.tolist()]
@@ -81,7 +70,7 @@ class ViTPredictions(Callback):
                 titles[:k],
                 title=f"top-{top.indices.shape[1]} predictions of the model's labels",
             )
-            log_figure(trainer, f"predictions/batch_{batch_idx}", fig)
+            log_figure(trainer, f"predictions/batch_{self.figures}", fig)  # figures: one a batch, from the first
             self.figures += 1
         self.seen += n
 

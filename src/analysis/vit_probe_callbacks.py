@@ -12,17 +12,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from . import embedding
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData
 from .evaluation import eval_batches
 from .evidence import log_numbers, log_table
+from .vit_steps import StepAnalysis
 
 log = logging.getLogger(__name__)
 
 
-class LinearProbe(Callback):
+class LinearProbe(StepAnalysis):
     """Logistic regression on the final CLS token vs the mean of the final patch tokens, fitted on
     up to `train_images` of the train split, scored on the test images seen (labelled sets only)."""
 
@@ -35,15 +35,7 @@ class LinearProbe(Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.test = defaultdict(list)
 
-    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
-        self,
-        trainer: Any,
-        pl_module: AttentionInspectable,
-        outputs: AttentionStep,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
+    def take(self, trainer: Any, pl_module: AttentionInspectable, outputs: AttentionStep, n: int) -> None:
         for key in ("cls", "patch_mean", "labels"):
             self.test[key].append(outputs[key].cpu())
 

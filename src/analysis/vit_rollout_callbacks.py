@@ -11,21 +11,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from . import attention as A
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData
 from .evidence import log_figure, log_numbers
-from .vit_steps import Quota, check_rollout_settings, image_names, rollout_maps
+from .vit_steps import Quota, StepAnalysis, check_rollout_settings, image_names, rollout_maps
 
 log = logging.getLogger(__name__)
 
 
-class AttentionRollout(Callback):
+class AttentionRollout(StepAnalysis):
     """Attention rollout (Abnar & Zuidema 2020) and gradient-weighted rollout (Chefer et al. 2021
     style) for the first `num_images`, batched, overlaid on the images; the entropy of the
     rollout maps over up to `max_images` as a number."""
+
+    quota: Quota  # the first max_images test images (made when the test pass starts)
 
     module_needs = (AttentionInspectable,)
     data_needs = (EvaluationData,)
@@ -60,18 +61,7 @@ class AttentionRollout(Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.quota, self.rows, self.entropy, self.count = Quota(self.max_images), [], 0.0, 0
 
-    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what this callback needs
-        self,
-        trainer: Any,
-        pl_module: AttentionInspectable,
-        outputs: AttentionStep,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        n = self.quota.take(len(outputs["labels"]))
-        if n == 0:
-            return
+    def take(self, trainer: Any, pl_module: AttentionInspectable, outputs: AttentionStep, n: int) -> None:
         rollout = rollout_maps(outputs, self.head_fusion, self.discard_ratio)[:n]
         self.entropy = self.entropy + A.attention_entropy(rollout.flatten(1)).sum()  # on the device until the end
         self.count += n

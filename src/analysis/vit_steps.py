@@ -13,10 +13,13 @@ agreement with the model's own unmasked prediction. Keys and figure titles say w
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from . import attention as A
-from .contracts import AttentionStep, ImageFiles
+from .contracts import AttentionInspectable, AttentionStep, ImageFiles
 
 
 def image_names(trainer, start: int, n: int) -> list[str]:
@@ -56,3 +59,29 @@ class Quota:
         n = batch_size if self.max_images is None else max(0, min(batch_size, self.max_images - self.seen))
         self.seen += n
         return n
+
+
+class StepAnalysis(Callback):
+    """A vit analysis fed by each test step's outputs: a subclass implements `take`. One that looks at
+    the first `max_images` test images only sets `self.quota = Quota(max_images)` when the test pass
+    starts; `take` then gets the images of each batch that are still within it, and no call after."""
+
+    quota: Quota | None = None
+
+    def on_test_batch_end(  # type: ignore[override]  # narrower than Lightning's: what the analyses need
+        self,
+        trainer: Any,
+        pl_module: AttentionInspectable,
+        outputs: AttentionStep,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        size = len(outputs["labels"])
+        n = size if self.quota is None else self.quota.take(size)
+        if n:
+            self.take(trainer, pl_module, outputs, n)
+
+    def take(self, trainer: Any, pl_module: AttentionInspectable, outputs: AttentionStep, n: int) -> None:
+        """The first `n` images of this test batch (all of them where there is no quota)."""
+        raise NotImplementedError
