@@ -296,7 +296,10 @@ class WandbLogger(_LightningWandbLogger):
 
         table = wandb.Table(columns=list[str | int](columns), data=rows)
         chart = wandb.plot.bar(table, x, y, title=title)
-        self.experiment.log({key: table, f"{key}_chart": chart, "trainer/global_step": self._last_step})
+        # at the last step logged, as every other value here: without `step=` W&B would move its own step one
+        # past it, and drop the figures and tables logged next at the trainer's step (W&B drops a lower step)
+        step = self._last_step
+        self.experiment.log({key: table, f"{key}_chart": chart, "trainer/global_step": step}, step=step)
 
 
 class TensorBoardLogger(_LightningTensorBoardLogger):

@@ -142,6 +142,10 @@ def test_resnet_ablation_run_leaves_its_evidence(tmp_path, run_experiment):
     for table in ("lesion/single_block", "depth/by_depth", "test/per_class_accuracy"):  # tables, each with a chart
         assert summary[table]["_type"] == summary[f"{table}_chart_table"]["_type"] == "table-file", table
     assert summary["depth/by_depth"]["nrows"] == 6  # stem, layer1-4, logits: one chart across depths
+    # every figure and table reaches the dashboard: none logged at a step W&B has passed (W&B drops those)
+    for figure in ("test/confusion_matrix", "lesion/sweep", "depth/features"):
+        assert summary[figure]["_type"] == "images/separated", figure
+    assert summary["lesion/random_k"]["_type"] == "table-file" and summary["lesion/random_k"]["nrows"] == 9
     charted = {k for r in read_history(wandb_dir) for k in r}  # measured once: in the summary, not a 1-point chart
     assert not any(k.startswith(("test/acc", "lesion/intact", "depth/stem/")) for k in charted), charted
 
