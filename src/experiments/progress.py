@@ -9,6 +9,7 @@ significant digits, no `v_num`, and each epoch's bar left as one finished line.
 
 from __future__ import annotations
 
+import math
 import shlex
 from pathlib import Path
 
@@ -59,11 +60,25 @@ class RunProgressBar(TQDMProgressBar):
         for key in [k for k in shown if k.endswith("_step") and f"{k[:-5]}_epoch" in shown]:
             shown.pop(key)  # once the epoch's mean exists, not also the last step's value
         if self.monitor and self.monitor in trainer.callback_metrics:
-            shown[self.monitor] = trainer.callback_metrics[self.monitor]
-            best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+            shown[self.monitor] = current = trainer.callback_metrics[self.monitor]
+            best = _best(trainer.checkpoint_callback, self.monitor, current)
             if best is not None:
                 shown["best"] = best
         return {k: _short(v) for k, v in shown.items()}
+
+
+def _best(checkpoint, monitor: str, current):
+    """The best value of the monitor so far, this validation's included: the bar's last redraw of an epoch
+    comes before the checkpoint callback has taken that validation in (it showed the epoch before's best)."""
+    if checkpoint is None or getattr(checkpoint, "monitor", None) != monitor:
+        return None
+    value = float(current)
+    if checkpoint.best_model_score is None:
+        return None if math.isnan(value) else value
+    best = float(checkpoint.best_model_score)
+    if math.isnan(value):
+        return best
+    return min(best, value) if checkpoint.mode == "min" else max(best, value)
 
 
 def _short(value):

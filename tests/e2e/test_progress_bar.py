@@ -1,0 +1,37 @@
+"""The training progress line says what picks the checkpoint: each epoch's finished line shows the
+monitored metric and the best value so far, this epoch's included."""
+
+from __future__ import annotations
+
+import re
+
+from inprocess import run_experiment
+
+
+def test_each_epochs_line_shows_the_best_monitor_value_so_far_this_epoch_included(tmp_path, capfd):
+    code, _ = run_experiment(
+        tmp_path,
+        "task=vae",
+        "debug=smoke",
+        "data.synthetic_size=256",
+        "trainer.limit_train_batches=4",
+        "trainer.max_epochs=4",
+        "logger=csv",
+        "trainer.enable_progress_bar=true",
+    )
+    assert code == 0
+    out = capfd.readouterr().out
+    last: dict[int, str] = {}  # each epoch's last redraw: its finished line
+    for segment in re.split(r"[\r\n]", out):
+        if m := re.match(r"Epoch (\d+)/4: 100%", segment.strip()):
+            last[int(m.group(1))] = segment
+    assert sorted(last) == [1, 2, 3, 4], out[-3000:]
+    values, bests = [], []
+    for epoch in sorted(last):
+        m = re.search(r"val/neg_elbo=([-\d.e+]+), best=([-\d.e+]+)", last[epoch])
+        assert m, last[epoch]
+        values.append(float(m.group(1)))
+        bests.append(float(m.group(2)))
+    assert bests == [min(values[: i + 1]) for i in range(len(values))], (values, bests)
+    # the case that tells a stale best from a right one: an epoch that improved on every epoch before it
+    assert any(values[i] < min(values[:i]) for i in range(1, len(values))), values
