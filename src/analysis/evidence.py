@@ -87,7 +87,7 @@ def log_table(
                 lg.log_table(key=key, columns=columns, data=rows)
 
 
-def describe_run(trainer: pl.Trainer, pl_module: pl.LightningModule, split: str = "test") -> str:
+def describe_run(trainer: pl.Trainer, pl_module: object, split: str = "test") -> str:
     """Which model and data a figure comes from, for its title: e.g. 'ResNetClassifier resnet18
     (ablated: layer2.1) on fashion_mnist test' or 'clip_scratch_1a2b3c4d (trained here: scratch) on stl10
     (synthetic) test'."""
@@ -95,6 +95,8 @@ def describe_run(trainer: pl.Trainer, pl_module: pl.LightningModule, split: str 
     info = (run_info() if callable(run_info) else {}) or {}
     hparams = getattr(pl_module, "hparams", {}) or {}
     model = info.get("model") or " ".join(str(p) for p in (type(pl_module).__name__, hparams.get("arch")) if p)
+    if model == "scratch":  # a model built here (vit: model.scratch.*) has no name of its own
+        model = type(pl_module).__name__
     how = f" (trained here: {info['finetune']})" if info.get("finetune") else ""
     if info.get("ablated_modules"):
         how += f" with {', '.join(map(str, info['ablated_modules']))} ablated"

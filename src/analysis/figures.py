@@ -154,8 +154,8 @@ def lesion_figure(
         label="projection shortcut",
         zorder=3,
     )
-    a.axhline(baseline, color="gray", ls="--", label=f"intact ({baseline:.3f})")
-    a.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.2f})")
+    a.axhline(baseline, color="gray", ls="--", label=f"intact ({baseline:.1%})")  # as the title says it
+    a.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.0%})")
     step = max(1, len(names) // 12)
     a.set_xticks(idx[::step], [f"{i}\n{names[i]}" for i in idx[::step]], fontsize=7)
     a.set_xlabel("block dropped (global index, module)")
@@ -164,12 +164,12 @@ def lesion_figure(
     a.grid(alpha=0.3)
     acc = np.array([np.mean(v) for v in k_acc])
     lo, hi = np.array([np.min(v) for v in k_acc]), np.array([np.max(v) for v in k_acc])
-    b.plot(k_values, acc, marker="o", ms=3)
+    b.plot(k_values, acc, marker="o", ms=3, label="mean over trials")
     b.fill_between(k_values, lo, hi, alpha=0.25, label="min-max over trials")
-    b.axhline(chance, color="gray", ls=":")
+    b.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.0%})")
     b.set_xlabel("number of random blocks dropped")
     b.set_ylabel("test accuracy (fraction correct)")
-    b.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    b.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
     b.grid(alpha=0.3)
     fig.suptitle(title or "lesion study (Veit et al. 2016): blocks dropped after training, no retraining")
     fig.tight_layout()

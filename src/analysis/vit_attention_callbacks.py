@@ -17,7 +17,7 @@ import torch
 from . import attention as A
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData
-from .evidence import log_figure, log_numbers, log_table
+from .evidence import describe_run, log_figure, log_numbers, log_table
 from .vit_steps import Quota, StepAnalysis, image_names
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,12 @@ class AttentionMaps(StepAnalysis):
     def on_test_epoch_end(self, trainer, pl_module):
         if not self.count:
             return
-        side = pl_module.grid_side
+        side, run = pl_module.grid_side, describe_run(trainer, pl_module)
         for idx, (name, image, maps) in enumerate(self.examples):
-            self.example_figures(trainer, idx, name, image, maps, side)
-        self.head_statistics(trainer, side)
+            self.example_figures(trainer, run, idx, name, image, maps, side)
+        self.head_statistics(trainer, run, side)
 
-    def example_figures(self, trainer, idx: int, name: str, image, maps: torch.Tensor, side: int) -> None:
+    def example_figures(self, trainer, run: str, idx: int, name: str, image, maps: torch.Tensor, side: int) -> None:
         """One image: every layer's and head's map, and the heads fused per layer over the image."""
         # maps: (layers, heads, patches)
         layers, heads = maps.shape[:2]
@@ -90,7 +90,7 @@ class AttentionMaps(StepAnalysis):
                 panels,
                 ncols=heads,
                 cmap=self.colormap,
-                title=f"{name}: CLS-to-patch attention, every layer (rows) and head (columns)",
+                title=f"{name}: CLS-to-patch attention, every layer (rows) and head (columns)\n{run}",
                 colorbar="attention weight",
             ),
         )
@@ -110,11 +110,11 @@ class AttentionMaps(StepAnalysis):
                 [f"{name}\nheads: {f}" for f in self.head_fusions],
                 self.colormap,
                 self.alpha,
-                title="CLS-to-patch attention, heads fused per layer (each map scaled to its range)",
+                title=f"CLS-to-patch attention, heads fused per layer (each map scaled to its range)\n{run}",
             ),
         )
 
-    def head_statistics(self, trainer, side: int) -> None:
+    def head_statistics(self, trainer, run: str, side: int) -> None:
         """Over every image seen: each head's entropy, the correlation between heads, per layer."""
         entropy = (self.entropy / self.count).cpu().numpy()
         correlation = (self.correlation / self.count).cpu().numpy()
@@ -124,6 +124,7 @@ class AttentionMaps(StepAnalysis):
         cols = [f"H{h + 1}" for h in range(heads)]
         title = (
             f"entropy of each head's CLS-to-patch map, mean over {self.count} images (uniform: {max_entropy:.2f} nats)"
+            f"\n{run}"
         )
         entropy_figure = figures.matrix_figure(
             entropy, rows, cols, title, colorbar="nats", xlabel="head", ylabel="layer"
@@ -139,7 +140,7 @@ class AttentionMaps(StepAnalysis):
                 cmap="coolwarm",
                 vmin=-1,
                 vmax=1,
-                title=f"correlation between heads' CLS-to-patch maps, mean over {self.count} images",
+                title=f"correlation between heads' CLS-to-patch maps, mean over {self.count} images\n{run}",
                 colorbar="Pearson r",
             ),
         )

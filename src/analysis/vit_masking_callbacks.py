@@ -17,7 +17,7 @@ import torch
 from . import attention as A
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData
-from .evidence import log_figure, log_numbers, log_table
+from .evidence import describe_run, log_figure, log_numbers, log_table
 from .vit_steps import Quota, StepAnalysis, check_rollout_settings, has_labels, rollout_maps
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,16 @@ class PatchMasking(StepAnalysis):
         for measure, (counts, label) in measures.items():
             curves_fig[label] = self.measure_curves(pl_module, measure, counts, numbers, rows)
         log_table(trainer, "masking/curves", ["measure", "curve", "fraction_masked", "trial", "value"], rows)
-        title = f"patch masking, fill={self.fill}, {self.count} images; saliency order from attention rollout"
+        measure = "accuracy" if "accuracy" in measures else "agreement"
+        headline = ", ".join(
+            f"{curve.replace('_', ' ')} {numbers[f'masking/{curve}/{measure}_auc']:.3f}"
+            for curve in ("most_attended_first", "random", "least_attended_first")
+            if f"masking/{curve}/{measure}_auc" in numbers
+        )
+        title = (
+            f"patch masking: {describe_run(trainer, pl_module)} ({self.count} images, fill={self.fill}), "
+            f"saliency order from attention rollout\n{measure} AUC: {headline}"
+        )
         log_figure(
             trainer,
             "masking/deletion_curves",

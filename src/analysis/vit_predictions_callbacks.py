@@ -11,7 +11,7 @@ from typing import Any
 
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData, ImageFiles
-from .evidence import log_figure, log_numbers, log_table
+from .evidence import describe_run, log_figure, log_numbers, log_table
 from .vit_steps import StepAnalysis, has_labels, image_names
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class ViTPredictions(StepAnalysis):
                 top_labels[:k],
                 top.values[:k].cpu().numpy(),
                 titles[:k],
-                title=f"top-{top.indices.shape[1]} predictions of the model's labels",
+                title=f"top-{top.indices.shape[1]} predictions of the model's labels: "
+                f"{describe_run(trainer, pl_module)}",
             )
             log_figure(trainer, f"predictions/batch_{self.figures}", fig)  # figures: one a batch, from the first
             self.figures += 1

@@ -15,7 +15,7 @@ import torch
 from . import attention as A
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData
-from .evidence import log_figure, log_numbers
+from .evidence import describe_run, log_figure, log_numbers
 from .vit_steps import Quota, StepAnalysis, check_rollout_settings, image_names, rollout_maps
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ class AttentionRollout(StepAnalysis):
                 list(titles),
                 self.colormap,
                 self.alpha,
-                title="attention rollout: where the CLS token's information comes from",
+                title="attention rollout, where the CLS token's information comes from:\n"
+                + describe_run(trainer, pl_module),
             ),
         )
         log_numbers(trainer, {"rollout/entropy": float(self.entropy) / self.count})
