@@ -151,11 +151,14 @@ class ClipAnalyses(Callback):
         )
         classes, preds = classes_by_set[self.pair_template], preds_by_set[self.pair_template]
         cm = confusion_matrix(labels, preds, labels=range(len(names)))
+        top1 = numbers[f"zeroshot/{self.pair_template}/top1"]
         log_figure(
             trainer,
             "zeroshot/confusion_matrix",
             figures.confusion_figure(
-                cm, names, title=f"zero-shot, templates: {self.pair_template}\n{describe(trainer, pl_module)}"
+                cm,
+                names,
+                title=f"zero-shot, templates: {self.pair_template}, top-1 {top1:.1%}\n{describe(trainer, pl_module)}",
             ),
         )
         return numbers, preds, classes
@@ -184,7 +187,8 @@ class ClipAnalyses(Callback):
             figures.curves(
                 {"modality gap": {"gap": gaps}, "zero-shot top-1": {"accuracy": accs}},
                 ylabels={"modality gap": "gap norm (embedding units)", "zero-shot top-1": "accuracy (fraction)"},
-                title=f"shift along the gap (templates: {self.pair_template})\n{describe(trainer, pl_module)}",
+                title=f"shift along the gap (templates: {self.pair_template}): top-1 {accs[0]:.1%} at lambda "
+                f"{self.gap_lambdas[0]:g}, {accs[-1]:.1%} at {self.gap_lambdas[-1]:g}\n{describe(trainer, pl_module)}",
                 x=self.gap_lambdas,
                 xlabel="lambda (shift, in gap lengths)",
             ),
