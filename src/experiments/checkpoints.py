@@ -123,6 +123,17 @@ def resume_point(out: Path) -> tuple[Path | None, str | None, dict[str, Any]]:
     return path, f"{damaged}; continuing from {path.relative_to(out)} ({where}) instead" if damaged else None, ckpt
 
 
+def trained_as(path: Path) -> str | None:
+    """The `finetune` a checkpoint's model was trained with (its saved hyper-parameters; None when it
+    has none or cannot be read: `verify` then says what is wrong with it, in one line)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:  # noqa: BLE001 - verify() reports the file's trouble
+        return None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    return hparams.get("finetune") if isinstance(hparams, dict) else None
+
+
 def check_fits(path: Path, ckpt: dict[str, Any], model: torch.nn.Module, key: str) -> None:
     """CheckpointError unless the checkpoint's weights have the names and shapes of `model`'s: a
     checkpoint of another task or model is one line, not Lightning's load_state_dict traceback."""

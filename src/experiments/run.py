@@ -90,11 +90,14 @@ def build(conf: DictConfig, key: str, **kwargs):
 
 def model_arguments(cfg: DictConfig, datamodule) -> dict[str, Any]:
     """What a model gets from the run rather than from its own `model.*` keys, so that each has one
-    name: the task's words on the command line (`finetune=`, only when the run trains; `ablate.blocks`,
-    `ablate.mode`, `ablate.when`) and the class count, which the data says. Only the arguments the
-    model's constructor takes."""
+    name: the task's words on the command line (`finetune=` when the run trains; without training, the
+    one its `ckpt_path` checkpoint was trained with, so that a ViT or CLIP built from `model.scratch` or
+    given a new head is evaluated in that shape, and none, look only, without a checkpoint;
+    `ablate.blocks`, `ablate.mode`, `ablate.when`) and the class count, which the data says. Only the
+    arguments the model's constructor takes."""
+    ckpt = cfg.get("ckpt_path")
     offered = {
-        "finetune": cfg.get("finetune") if cfg.train else None,
+        "finetune": cfg.get("finetune") if cfg.train else checkpoints.trained_as(Path(ckpt)) if ckpt else None,
         "ablate_blocks": OmegaConf.select(cfg, "ablate.blocks"),
         "ablate_mode": OmegaConf.select(cfg, "ablate.mode"),
         "ablate_when": OmegaConf.select(cfg, "ablate.when"),

@@ -215,6 +215,19 @@ def test_clip_run_with_a_tiny_saved_model(tmp_path, run_experiment):
     assert history["gap/norm"] == pytest.approx(m["gap/norm"])
 
 
+def evaluates_back(run_experiment, run: Path, result: dict) -> None:
+    """`eval=<run>` (its own config, its best checkpoint, train=false) measures the run's own metric again:
+    a model trained here (built from model.scratch, or given a new head) is evaluated in that shape."""
+    from experiments.evaluate import eval_overrides
+
+    code, again = run_experiment(*eval_overrides([f"eval={run}"]))
+    assert code == 0 and again.parent.name == "evals"
+    evaluated = json.loads((again / "metrics.json").read_text())
+    metric = result["optimized_metric"]
+    assert evaluated["metrics"][metric] == pytest.approx(result["metrics"][metric], abs=1e-6), metric
+    assert evaluated["model_info"]["finetune"] == result["model_info"]["finetune"]
+
+
 CLIP_TINY_TRAINING = (  # the preset, shrunk: 2 epochs of 4 steps on synthetic FashionMNIST, analyses on 64 test images
     "experiment=clip_scratch_fashion_mnist",
     "data.synthetic=true",
@@ -277,6 +290,7 @@ def test_clip_trains_and_the_saved_model_loads_back_with_the_same_zero_shot_accu
     loaded = json.loads((again / "metrics.json").read_text())["metrics"]
     for key in ("zeroshot/heldout/top1", "zeroshot/train_templates/top1", "gap/norm"):
         assert loaded[key] == pytest.approx(m[key], abs=1e-6), key
+    evaluates_back(run_experiment, run, result)
 
 
 def test_clip_fine_tunes_every_weight_of_a_saved_model(tmp_path, run_experiment):
@@ -527,6 +541,7 @@ def test_vit_trains_from_scratch_and_its_best_checkpoint_is_what_the_analyses_se
     for x, y in data.eval_batches("test", torch.device("cpu"), max_images=64):  # the two test batches
         hits, total = hits + int((module.logits(x).argmax(-1) == y).sum()), total + len(y)
     assert m["test/acc"] == pytest.approx(hits / total, abs=1e-6)
+    evaluates_back(run_experiment, run, result)
 
 
 def test_vit_finetune_preset_replaces_a_saved_models_head_and_keeps_its_frozen_body(tmp_path, run_experiment):
@@ -544,6 +559,7 @@ def test_vit_finetune_preset_replaces_a_saved_models_head_and_keeps_its_frozen_b
     for key, value in original.state_dict().items():
         if not key.startswith("classifier"):
             assert torch.equal(state[f"model.{key}"], value), key  # frozen: exactly the saved weights
+    evaluates_back(run_experiment, run, result)
 
 
 def test_vit_presets_compose_to_what_they_promise(compose_cfg):
