@@ -63,6 +63,7 @@ def eval_overrides(argv: list[str]) -> list[str]:
     )  # fmt: skip
     old = [o for o in (yaml.safe_load(saved.read_text()) or []) if override_root(o) not in DROPPED]
     ckpt = source_checkpoint(folder)
+    metric = json.loads((folder / "metrics.json").read_text()).get("optimized_metric")  # the run's own headline
     target = f"${{paths.log_dir}}/${{task_name}}/evals/{eval_name(folder)}_${{run_id:}}"
     return [
         *flags,
@@ -71,6 +72,7 @@ def eval_overrides(argv: list[str]) -> list[str]:
         "train=false",
         "test=true",
         *([f"ckpt_path={hydra_quote(ckpt)}"] if ckpt else []),
+        *([f"optimized_metric={hydra_quote(metric)}"] if isinstance(metric, str) and metric else []),
         f"eval={hydra_quote(folder)}",
         f"hydra.run.dir={target}",
     ]

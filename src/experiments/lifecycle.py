@@ -312,8 +312,8 @@ def settings_beside(rest: list[str], key: str, folder: Path, instead: str) -> tu
     return flags, new
 
 
-def hydra_quote(path: Path) -> str:
-    """A path as a quoted value of Hydra's override grammar: spaces, non-ASCII letters, '=' safe."""
+def hydra_quote(path: Path | str) -> str:
+    """A path (or any string) as a quoted value of Hydra's override grammar: spaces, non-ASCII letters, '=' safe."""
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 

@@ -224,6 +224,7 @@ def evaluates_back(run_experiment, run: Path, result: dict) -> None:
     assert code == 0 and again.parent.name == "evals"
     evaluated = json.loads((again / "metrics.json").read_text())
     metric = result["optimized_metric"]
+    assert evaluated["optimized_metric"] == metric  # the run's own headline (a trained ViT's: test/acc)
     assert evaluated["metrics"][metric] == pytest.approx(result["metrics"][metric], abs=1e-6), metric
     assert evaluated["model_info"]["finetune"] == result["model_info"]["finetune"]
 
