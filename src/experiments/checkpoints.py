@@ -8,6 +8,9 @@ relative to the run folder, so a moved or copied folder resumes and tests its ow
 - `verify(path)`: a checkpoint is a zip whose every member passes its CRC and whose pickle holds
   Lightning's keys; anything else (a truncated file, a random file) is named in one line.
 - `resume_point(out)`: the newest intact checkpoint of a run folder, last.ckpt first.
+- `check_classes`: a checkpoint keeps the class names of the data it was trained on (`data_classes`,
+  written by RunCheckpoint); evaluating it on a data set with other classes is refused in one line
+  (a head of the same size would otherwise score one data set's labels as another's).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 log = logging.getLogger(__name__)
+
+
+DATA_CLASSES = "data_classes"  # the key of the class names a checkpoint's model was trained on
 
 
 class CheckpointError(ValueError):
@@ -55,6 +62,12 @@ class RunCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         """ModelCheckpoint's own key, so that checkpoints written before this class restore into it."""
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        classes = getattr(getattr(trainer, "datamodule", None), "classes", None)
+        if classes:
+            checkpoint[DATA_CLASSES] = [str(c) for c in classes]
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         here = Path(self.dirpath) if self.dirpath else None
@@ -130,8 +143,22 @@ def trained_as(path: Path) -> str | None:
         ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     except Exception:  # noqa: BLE001 - verify() reports the file's trouble
         return None
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    return hparams.get("finetune") if isinstance(hparams, dict) else None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None
+    finetune = hparams.get("finetune") if isinstance(hparams, Mapping) else None
+    return finetune if isinstance(finetune, str) else None
+
+
+def check_classes(path: Path, ckpt: dict[str, Any], classes, key: str) -> None:
+    """CheckpointError when the checkpoint was trained on classes other than `classes` (the data's)."""
+    theirs = ckpt.get(DATA_CLASSES)
+    ours = [str(c) for c in classes or ()]
+    if not theirs or not ours or list(theirs) == ours:
+        return
+    shown = ", ".join(theirs[:4]) + (", ..." if len(theirs) > 4 else "")
+    raise CheckpointError(
+        f"{key}={path} was trained on other classes ({shown}) than this data set's ({', '.join(ours[:4])}"
+        f"{', ...' if len(ours) > 4 else ''}): evaluate it on the data it was trained on (its run's data=)"
+    )
 
 
 def check_fits(path: Path, ckpt: dict[str, Any], model: torch.nn.Module, key: str) -> None:

@@ -96,8 +96,11 @@ def model_arguments(cfg: DictConfig, datamodule) -> dict[str, Any]:
     `ablate.blocks`, `ablate.mode`, `ablate.when`) and the class count, which the data says. Only the
     arguments the model's constructor takes."""
     ckpt = cfg.get("ckpt_path")
+    trained = None if cfg.train or not ckpt else checkpoints.trained_as(Path(ckpt))
+    if trained is not None:
+        log.info("the model is built as its checkpoint was trained: finetune=%s (ckpt_path=%s)", trained, ckpt)
     offered = {
-        "finetune": cfg.get("finetune") if cfg.train else checkpoints.trained_as(Path(ckpt)) if ckpt else None,
+        "finetune": cfg.get("finetune") if cfg.train else trained,
         "ablate_blocks": OmegaConf.select(cfg, "ablate.blocks"),
         "ablate_mode": OmegaConf.select(cfg, "ablate.mode"),
         "ablate_when": OmegaConf.select(cfg, "ablate.when"),
@@ -199,7 +202,7 @@ def build_parts(cfg: DictConfig) -> Parts:
     return Parts(datamodule, model, callbacks, history)
 
 
-def starting_checkpoint(cfg: DictConfig, out: Path, model) -> tuple[str | None, dict]:
+def starting_checkpoint(cfg: DictConfig, out: Path, model, classes=()) -> tuple[str | None, dict]:
     """(checkpoint to start from, its RunHistory state): `ckpt_path` when given (checked whole and
     of this model), else the run folder's own newest intact checkpoint when the run goes on."""
     explicit = cfg.get("ckpt_path")
@@ -207,6 +210,8 @@ def starting_checkpoint(cfg: DictConfig, out: Path, model) -> tuple[str | None, 
         if explicit:
             ckpt = checkpoints.verify(Path(explicit))
             checkpoints.check_fits(Path(explicit), ckpt, model, "ckpt_path")
+            if not cfg.train:  # evaluated on this data: its classes must be the ones it learned
+                checkpoints.check_classes(Path(explicit), ckpt, classes, "ckpt_path")
             return str(explicit), {}
         if not cfg.train:
             return None, {}
@@ -319,7 +324,7 @@ def prepare(cfg: DictConfig) -> Path:
 def starting_point(cfg: DictConfig, out: Path, parts: Parts) -> str | None:
     """The checkpoint fitting starts from (None: from the model as built); the run folder's history
     is cut to it, so that it only goes forward."""
-    start_from, history = starting_checkpoint(cfg, out, parts.model)
+    start_from, history = starting_checkpoint(cfg, out, parts.model, getattr(parts.datamodule, "classes", ()))
     if cfg.train:
         forward_history(out, start_from, history)
     return start_from

@@ -143,7 +143,8 @@ class ClipModule(pl.LightningModule):
             return
         if not list(getattr(datamodule, "classes", [])) or not getattr(datamodule, "labelled", True):
             raise ValueError(
-                f"finetune={self.finetune} trains on captions made from class names: choose a labelled data set "
+                f"a CLIP trained here (finetune={self.finetune}) trains and is tested on captions made from class "
+                "names: choose a labelled data set "
                 "(data=fashion_mnist | cifar10 | stl10, data=images with data.class_folders=true, "
                 "or data.synthetic=true)"
             )

@@ -123,8 +123,8 @@ class ViTClassifier(FrozenStayInEval, pl.LightningModule):
         if self.finetune is not None:
             if not classes or not labelled:
                 raise ValueError(
-                    f"finetune={self.finetune} trains on labels: choose a labelled data set "
-                    "(data=fashion_mnist | cifar10 | stl10, or data.synthetic=true), not a folder of images"
+                    f"a ViT trained here (finetune={self.finetune}) trains and is tested on labels: choose a labelled "
+                    "data set (data=fashion_mnist | cifar10 | stl10, or data.synthetic=true), not a folder of images"
                 )
             if self.hparams["class_map"] not in (None, "identity"):
                 raise ValueError(

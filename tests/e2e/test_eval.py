@@ -58,3 +58,28 @@ def test_eval_refuses_what_would_not_evaluate_that_run(tmp_path):
     argv = eval_overrides([f"eval={run}", "logger=csv"])  # no checkpoint: the model as the config builds it
     assert argv[:4] == ["task=vae", "model.latent_dim=4", "logger=csv", "train=false"]
     assert not any(a.startswith("ckpt_path=") for a in argv) and shlex.join(argv).count("train=") == 1
+
+
+def test_a_checkpoint_is_not_evaluated_on_a_data_set_of_other_classes(tmp_path, run_experiment, capsys):
+    """A head of the same size would load and score CIFAR-10's labels as FashionMNIST's: the checkpoint
+    keeps the class names it was trained on, and train=false ckpt_path= on other classes is one line."""
+    import torch
+    from smoke import RESNET_SMOKE
+
+    code, run = run_experiment(*RESNET_SMOKE, "logger=csv")  # synthetic CIFAR-10
+    assert code == 0
+    best = run / json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    saved = torch.load(best, map_location="cpu", weights_only=False)["data_classes"]
+    assert saved[:2] == ["airplane", "automobile"] and len(saved) == 10
+    capsys.readouterr()
+
+    code, other = run_experiment(
+        *RESNET_SMOKE, "logger=csv", "data=fashion_mnist", "data.synthetic=true", "train=false", f"ckpt_path={best}"
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and (other / "FAILED").is_file()
+    assert f"ckpt_path={best} was trained on other classes (airplane, automobile" in err, err[-2000:]
+    assert "(T-shirt/top, Trouser" in err and not (other / "metrics.json").exists()
+
+    code, same = run_experiment(*RESNET_SMOKE, "logger=csv", "train=false", f"ckpt_path={best}")  # its own data
+    assert code == 0 and (same / "metrics.json").is_file()

@@ -668,7 +668,7 @@ BAD = {  # in-process: (overrides, what the one line must name); the CLI's exit 
     "clip training on unlabelled images": (
         ["task=clip", "train=true", "data=images", "data.synthetic=true"]
         + [f"model.scratch.{k}={v}" for k, v in TINY_CLIP_SCRATCH.items()],
-        "finetune=scratch trains on captions made from class names",
+        "(finetune=scratch) trains and is tested on captions made from class names",
     ),
     "callback the model cannot serve": (
         ["task=vae", "data.synthetic=true", "+callbacks.lesion._target_=analysis.resnet_callbacks.LesionSweep"]

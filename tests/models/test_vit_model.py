@@ -179,7 +179,9 @@ def test_training_needs_pretrained_weights_or_scratch_and_labelled_data(tmp_path
         classes = ()
         labelled = False
 
-    with pytest.raises(ValueError, match="finetune=scratch trains on labels: choose a labelled data set"):
+    with pytest.raises(
+        ValueError, match=r"finetune=scratch\) trains and is tested on labels: choose a labelled data set"
+    ):
         module.check_setup(model=module, datamodule=Folder())
     mapped = vit(finetune="scratch", scratch=SMALL, class_map={"a": [0]})
     with pytest.raises(ValueError, match="leave model.class_map null"):
