@@ -81,10 +81,12 @@ def log_table(
         csv.writer(f).writerows([columns, *rows])
     if trainer.is_global_zero:
         for lg in trainer.loggers:
+            # at the trainer's step, as figures are: a run resumed with no epoch left analyses before it logs
+            # anything else, and W&B drops a step below the one its earlier attempt reached
             if chart is not None and hasattr(lg, "log_chart"):
-                lg.log_chart(key, columns, rows, *chart)
+                lg.log_chart(key, columns, rows, *chart, step=trainer.global_step)
             elif hasattr(lg, "log_table"):
-                lg.log_table(key=key, columns=columns, data=rows)
+                lg.log_table(key=key, columns=columns, data=rows, step=trainer.global_step)
 
 
 def describe_run(trainer: pl.Trainer, pl_module: object, split: str = "test") -> str:

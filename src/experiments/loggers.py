@@ -289,16 +289,20 @@ class WandbLogger(_LightningWandbLogger):
         self.experiment.summary.update({k: _plain(v) for k, v in numbers.items()})
 
     @rank_zero_only
-    def log_chart(self, key: str, columns: list[str], rows: list[list], x: str, y: str, title: str) -> None:
+    def log_chart(
+        self, key: str, columns: list[str], rows: list[list], x: str, y: str, title: str, step: int | None = None
+    ) -> None:
         """A table and a bar chart of one of its columns against another (e.g. accuracy per dropped block),
         the chart under `<key>_chart`."""
         import wandb
 
         table = wandb.Table(columns=list[str | int](columns), data=rows)
         chart = wandb.plot.bar(table, x, y, title=title)
-        # at the last step logged, as every other value here: without `step=` W&B would move its own step one
-        # past it, and drop the figures and tables logged next at the trainer's step (W&B drops a lower step)
-        step = self._last_step
+        # at the trainer's step (never below the last one logged), as every other value here: without `step=`
+        # W&B would move its own step one past it, and drop the figures and tables logged next at the trainer's
+        # step (W&B drops a lower step)
+        step = self._last_step if step is None else max(int(step), self._last_step)
+        self._last_step = step
         self.experiment.log({key: table, f"{key}_chart": chart, "trainer/global_step": step}, step=step)
 
 

@@ -113,3 +113,29 @@ def test_sweep_summary_names_jobs_refused_before_their_record_and_those_never_st
         ("1", "a=2", "failed: trainer.max_epochs must be a positive integer"),
         ("2", "a=3", "not started"),
     ]
+
+
+def test_tables_reach_each_logger_at_the_trainers_step():
+    """A run resumed with no epoch left analyses before it logs anything else: a table logged at the
+    logger's own last step (0 in that process) would land below the W&B run's step, and W&B drops it."""
+    from types import SimpleNamespace
+
+    from analysis.evidence import log_table
+
+    calls = []
+
+    class Charting:
+        def log_chart(self, *args, step=None):
+            calls.append(("chart", step))
+
+    class Tabling:
+        def log_table(self, key, columns, data, step=None):
+            calls.append(("table", step))
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as root:
+        trainer = SimpleNamespace(default_root_dir=root, is_global_zero=True, global_step=1290)
+        trainer.loggers = [Charting(), Tabling()]
+        log_table(trainer, "lesion/single_block", ["block", "acc"], [[0, 0.5]], chart=("block", "acc", "t"))
+    assert calls == [("chart", 1290), ("table", 1290)]
