@@ -11,7 +11,7 @@ RUN: a run folder of `experiment=clip_scratch_fashion_mnist` (and of
 (every job with a metrics.json counts).
 Every number it writes is read from those runs' metrics.json, config.yaml and csv/metrics.csv.
 
-    python scripts/clip_gap_report.py --redraw docs/clip_fashion_mnist/metrics.json [--out DIR]
+    python scripts/clip_gap_report.py --redraw docs/clip_fashion_mnist/metrics.json [--out DIR (default: its folder)]
 
 draws the report's own figures (temperature_sweep, same_modality_control, gap_by_epoch) again from a
 report it wrote, without the run folders: the same numbers, drawn by this version of the script.
@@ -182,7 +182,7 @@ def gap_by_epoch_figure(report: dict) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 5.2))
     for label, (init, epochs) in curves.items():
         gaps = [e["val/gap_norm"] for e in epochs]
-        ax.plot(range(len(gaps) + 1), [init, *gaps], "o-", label=f"{label}: {gaps[-1]:.3f}")
+        ax.plot(range(len(gaps) + 1), [init, *gaps], "o-", label=f"{label}: {gaps[-1]:.3f}" if gaps else label)
         ax.set_xticks(range(len(gaps) + 1))
     ax.set_xlabel("epoch (0: initialisation, test split; then validation split)")
     ax.set_ylabel("gap norm ||mean image - mean caption|| (control: tower a - tower b)")
@@ -217,9 +217,10 @@ def main() -> None:
     p.add_argument("--sweep-command", default=None, help="the command(s) that made the sweep, as recorded")
     p.add_argument("--control", type=Path)
     p.add_argument("--redraw", type=Path, help="a metrics.json this script wrote: draw its figures again")
-    p.add_argument("--out", type=Path, default=Path("docs/clip_fashion_mnist"))
+    p.add_argument("--out", type=Path, help="default: docs/clip_fashion_mnist; with --redraw, the report's folder")
     p.add_argument("--machine", default="this project's CPU machine (2 cores, 24 GiB, no GPU), shared with other work")
     args = p.parse_args()
+    args.out = args.out or (args.redraw.parent if args.redraw else Path("docs/clip_fashion_mnist"))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.redraw:
         for path in draw(json.loads(args.redraw.read_text()), args.out):

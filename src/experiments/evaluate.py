@@ -63,7 +63,11 @@ def eval_overrides(argv: list[str]) -> list[str]:
     )  # fmt: skip
     old = [o for o in (yaml.safe_load(saved.read_text()) or []) if override_root(o) not in DROPPED]
     ckpt = source_checkpoint(folder)
-    metric = json.loads((folder / "metrics.json").read_text()).get("optimized_metric")  # the run's own headline
+    try:
+        metric = json.loads((folder / "metrics.json").read_text()).get("optimized_metric")  # the run's own headline
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"eval={folder}: its metrics.json cannot be read ({e})") from e
+    chosen = any(override_root(a) == "optimized_metric" for a in new)  # the user's own choice wins
     target = f"${{paths.log_dir}}/${{task_name}}/evals/{eval_name(folder)}_${{run_id:}}"
     return [
         *flags,
@@ -72,7 +76,7 @@ def eval_overrides(argv: list[str]) -> list[str]:
         "train=false",
         "test=true",
         *([f"ckpt_path={hydra_quote(ckpt)}"] if ckpt else []),
-        *([f"optimized_metric={hydra_quote(metric)}"] if isinstance(metric, str) and metric else []),
+        *([f"optimized_metric={hydra_quote(metric)}"] if isinstance(metric, str) and metric and not chosen else []),
         f"eval={hydra_quote(folder)}",
         f"hydra.run.dir={target}",
     ]
