@@ -34,8 +34,14 @@ class RunProgressBar(TQDMProgressBar):
             f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total else "")  # counted from 1, of N
         )
 
-    def on_train_batch_end(self, trainer, *args) -> None:
-        super().on_train_batch_end(trainer, *args)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Lightning's redraws the bar twice a step (the new count, then the values): a log file or a SLURM
+        # job's output got every step twice. The values are set without a redraw, then the count redraws once.
+        bar, n = self.train_progress_bar, batch_idx + 1
+        if bar is not None and not bar.disable and self._should_update(n, bar.total):
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.n = n
+            bar.refresh()
         heartbeat.beat()  # a redraw is a line on the terminal: no "still ..." line while the bar moves
 
     def on_validation_batch_end(self, trainer, *args) -> None:

@@ -26,6 +26,9 @@ def test_each_epochs_line_shows_the_best_monitor_value_so_far_this_epoch_include
         if m := re.match(r"Epoch (\d+)/4: 100%", segment.strip()):
             last[int(m.group(1))] = segment
     assert sorted(last) == [1, 2, 3, 4], out[-3000:]
+    # each training step is drawn once (Lightning drew the count, then the values: every step twice in a log)
+    first_step = [s for s in re.split(r"[\r\n]", out) if re.match(r"Epoch 1/4:.*\| 1/\d+ ", s.strip())]
+    assert len(first_step) == 1, first_step
     values, bests = [], []
     for epoch in sorted(last):
         m = re.search(r"val/neg_elbo=([-\d.e+]+), best=([-\d.e+]+)", last[epoch])
