@@ -27,6 +27,7 @@ from torch import nn
 
 from private_api import open_clip_vision_tower
 
+from .finetuning import check_scratch_sizes
 from .hub import hub_offline
 from .inference import bf16_on_gpu
 
@@ -101,15 +102,7 @@ def scratch_config(
     sizes = {"embed_dim": embed_dim, "image_size": image_size, "patch_size": patch_size}
     sizes.update({"vision_width": vision_width, "vision_layers": vision_layers, "vision_head_width": vision_head_width})
     sizes.update({"text_width": text_width, "text_heads": text_heads, "text_layers": text_layers})
-    sizes["context_length"] = context_length
-    for key, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"model.scratch.{key} must be a positive integer, got {value!r}")
-    if image_size % patch_size:
-        raise ValueError(
-            f"model.scratch.patch_size={patch_size} does not divide model.scratch.image_size={image_size}: "
-            "the patches must tile the image"
-        )
+    check_scratch_sizes(sizes | {"context_length": context_length})
     if vision_width % vision_head_width:
         raise ValueError(
             f"model.scratch.vision_head_width={vision_head_width} does not divide "

@@ -30,6 +30,20 @@ def check_mode(finetune: str | None, modes: Sequence[str], allow_none: bool = Tr
     raise ValueError(f"finetune must be one of {', '.join(modes)}, got {finetune!r}")
 
 
+def check_scratch_sizes(sizes: dict[str, Any]) -> None:
+    """The sizes of a model built from `model.scratch` (a ViT, a CLIP's towers): each a positive integer,
+    and `patch_size` tiling `image_size`; a bad key fails now, naming itself, not in the first forward."""
+    for key, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"model.scratch.{key} must be a positive integer, got {value!r}")
+    image_size, patch_size = sizes["image_size"], sizes["patch_size"]
+    if image_size % patch_size:
+        raise ValueError(
+            f"model.scratch.patch_size={patch_size} does not divide model.scratch.image_size={image_size}: "
+            f"the patches must tile the image (e.g. patch_size={next(p for p in (4, 2, 1) if image_size % p == 0)})"
+        )
+
+
 def freeze(model: nn.Module, frozen: Iterable[nn.Module]) -> list[nn.Module]:
     """Every parameter of `model` trains except those of the `frozen` modules; returns those modules
     (models.frozen.FrozenStayInEval keeps them in eval mode: BatchNorm statistics, dropout)."""

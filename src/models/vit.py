@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .finetuning import check_scratch_sizes
 from .hub import hub_offline
 from .inference import bf16_on_gpu
 
@@ -51,15 +52,7 @@ def scratch_config(
     from transformers import ViTConfig
 
     sizes = {"image_size": image_size, "patch_size": patch_size, "hidden_size": hidden_size}
-    sizes.update({"layers": layers, "heads": heads, "mlp_size": mlp_size})
-    for key, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"model.scratch.{key} must be a positive integer, got {value!r}")
-    if image_size % patch_size:
-        raise ValueError(
-            f"model.scratch.patch_size={patch_size} does not divide model.scratch.image_size={image_size}: "
-            f"the patches must tile the image (e.g. patch_size={next(p for p in (4, 2, 1) if image_size % p == 0)})"
-        )
+    check_scratch_sizes(sizes | {"layers": layers, "heads": heads, "mlp_size": mlp_size})
     if hidden_size % heads:
         raise ValueError(
             f"model.scratch.heads={heads} does not divide model.scratch.hidden_size={hidden_size}: "
