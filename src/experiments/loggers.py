@@ -269,10 +269,15 @@ class WandbLogger(_LightningWandbLogger):
     _last_step = 0
     ONE_VALUE = ("test/", "init/")  # measured once per run: the summary holds them, no one-point chart
 
+    def _at(self, step: int | None) -> int:
+        """The step a value is logged at: the trainer's, never below the last one logged (W&B drops a lower
+        step); without one, the last step logged."""
+        self._last_step = self._last_step if step is None else max(int(step), self._last_step)
+        return self._last_step
+
     @rank_zero_only
     def log_metrics(self, metrics, step: int | None = None) -> None:
-        step = self._last_step if step is None else max(int(step), self._last_step)
-        self._last_step = step
+        step = self._at(step)
         if prefix := logger_prefix(self):  # logger.wandb.prefix, as Lightning's own logger applies it
             metrics = {f"{prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
         once = {k: v for k, v in metrics.items() if k.startswith(self.ONE_VALUE) and _is_number(v)}
@@ -298,11 +303,9 @@ class WandbLogger(_LightningWandbLogger):
 
         table = wandb.Table(columns=list[str | int](columns), data=rows)
         chart = wandb.plot.bar(table, x, y, title=title)
-        # at the trainer's step (never below the last one logged), as every other value here: without `step=`
-        # W&B would move its own step one past it, and drop the figures and tables logged next at the trainer's
-        # step (W&B drops a lower step)
-        step = self._last_step if step is None else max(int(step), self._last_step)
-        self._last_step = step
+        # with `step=`, as every other value here: without it W&B moves its own step one past the trainer's and
+        # drops the figures and tables logged next at the trainer's step
+        step = self._at(step)
         self.experiment.log({key: table, f"{key}_chart": chart, "trainer/global_step": step}, step=step)
 
 
