@@ -22,13 +22,12 @@ from experiments.run_folder import override_root
 DROPPED = ("resume", "eval", "hydra", "train", "test", "ckpt_path", "test_ckpt")  # what an evaluation sets itself
 
 
-def source_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint a run's own test pass used (its best), or None for a run that trained nothing."""
-    metrics = folder / "metrics.json"
-    if metrics.is_file():
-        best = json.loads(metrics.read_text()).get("best_checkpoint")
-        if best and (folder / best).is_file():
-            return folder / best
+def source_checkpoint(folder: Path, record: dict) -> Path | None:
+    """The checkpoint a run's own test pass used (its best, as its metrics.json `record` names it), or None
+    for a run that trained nothing."""
+    best = record.get("best_checkpoint")
+    if best and (folder / best).is_file():
+        return folder / best
     for name in ("best.ckpt", "last.ckpt"):
         if (folder / "checkpoints" / name).is_file():
             return folder / "checkpoints" / name
@@ -62,11 +61,12 @@ def eval_overrides(argv: list[str]) -> list[str]:
         "evaluate it as it was (or start a new run: train=false ckpt_path=<checkpoint> with your settings)",
     )  # fmt: skip
     old = [o for o in (yaml.safe_load(saved.read_text()) or []) if override_root(o) not in DROPPED]
-    ckpt = source_checkpoint(folder)
     try:
-        metric = json.loads((folder / "metrics.json").read_text()).get("optimized_metric")  # the run's own headline
+        record = json.loads((folder / "metrics.json").read_text())
+        metric = record.get("optimized_metric")  # the run's own headline
     except (ValueError, AttributeError) as e:
         raise ValueError(f"eval={folder}: its metrics.json cannot be read ({e})") from e
+    ckpt = source_checkpoint(folder, record)
     chosen = any(override_root(a) == "optimized_metric" for a in new)  # the user's own choice wins
     target = f"${{paths.log_dir}}/${{task_name}}/evals/{eval_name(folder)}_${{run_id:}}"
     return [
