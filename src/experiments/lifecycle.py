@@ -356,7 +356,14 @@ def lost_rank(e: BaseException) -> str | None:
         seen.add(id(e))
         text = str(e)
         if isinstance(e, dist.DistError) or any(
-            k in text for k in ("gloo/transport", "Connection closed by peer", "ProcessGroupNCCL", "NCCL error")
+            k in text
+            for k in (
+                "gloo/transport",
+                "Connection closed by peer",
+                "Application timeout caused pair closure",  # gloo, to every later use of a timed-out pair
+                "ProcessGroupNCCL",
+                "NCCL error",
+            )
         ):
             first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
             said = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # without the source file's path

@@ -155,7 +155,11 @@ def kill_rank(sig: int, rank: int = 1):
 
 @pytest.mark.parametrize(
     ("sig", "timeout_s", "why"),
-    [(signal.SIGKILL, 1800, "by peer"), (signal.SIGSTOP, 45, "Timed out waiting 45000ms")],
+    [
+        (signal.SIGKILL, 1800, ("by peer",)),
+        # the collective that timed out says so; one after it on the closed pair (CI saw this) says the pair closed
+        (signal.SIGSTOP, 45, ("Timed out waiting 45000ms", "Application timeout caused pair closure")),
+    ],
     ids=["a-task-killed", "a-task-frozen"],
 )
 def test_a_two_node_job_losing_a_task_ends_with_its_checkpoint_and_a_requeue_continues_it(
@@ -174,7 +178,7 @@ def test_a_two_node_job_losing_a_task_ends_with_its_checkpoint_and_a_requeue_con
     first = (job / "FAILED").read_text().splitlines()[0]
     print(first)
     assert first.startswith("lost another rank of 2 of this run in epoch "), first
-    assert why in first and first.endswith(
+    assert any(w in first for w in why) and first.endswith(
         f"continue from checkpoints/last.ckpt with: scontrol requeue {case.array_job}"
     )
     assert f"error: 1 of 1 jobs failed: {job / 'FAILED'}" in case.stderr
