@@ -88,19 +88,28 @@ def build(conf: DictConfig, key: str, **kwargs):
         raise ConfigError(f"{key} ({conf._target_}): {cause}") from e
 
 
-def model_arguments(cfg: DictConfig, datamodule) -> dict[str, Any]:
-    """What a model gets from the run rather than from its own `model.*` keys, so that each has one
-    name: the task's words on the command line (`finetune=` when the run trains; without training, the
-    one its `ckpt_path` checkpoint was trained with, so that a ViT or CLIP built from `model.scratch` or
-    given a new head is evaluated in that shape, and none, look only, without a checkpoint;
-    `ablate.blocks`, `ablate.mode`, `ablate.when`) and the class count, which the data says. Only the
-    arguments the model's constructor takes."""
+def settle_finetune(cfg: DictConfig) -> None:
+    """Without training, `finetune` becomes what the model is built as: the one the `ckpt_path` checkpoint
+    was trained with (a ViT or CLIP built from `model.scratch` or given a new head is evaluated in that
+    shape), or null (look only) without one. Done before anything is recorded, so that config.yaml, the
+    W&B and TensorBoard config and the model say the same (they used to say the task's `finetune: head`
+    of a scratch model evaluated as scratch)."""
+    if cfg.get("train", True) or "finetune" not in cfg:
+        return
     ckpt = cfg.get("ckpt_path")
-    trained = None if cfg.train or not ckpt else checkpoints.trained_as(Path(ckpt))
+    trained = checkpoints.trained_as(Path(ckpt)) if ckpt else None  # None: no checkpoint, or verify() will say why
     if trained is not None:
         log.info("the model is built as its checkpoint was trained: finetune=%s (ckpt_path=%s)", trained, ckpt)
+    cfg.finetune = trained
+
+
+def model_arguments(cfg: DictConfig, datamodule) -> dict[str, Any]:
+    """What a model gets from the run rather than from its own `model.*` keys, so that each has one
+    name: the task's words on the command line (`finetune=`, which settle_finetune has set to what the
+    model is built as when the run does not train; `ablate.blocks`, `ablate.mode`, `ablate.when`) and the
+    class count, which the data says. Only the arguments the model's constructor takes."""
     offered = {
-        "finetune": cfg.get("finetune") if cfg.train else trained,
+        "finetune": cfg.get("finetune"),
         "ablate_blocks": OmegaConf.select(cfg, "ablate.blocks"),
         "ablate_mode": OmegaConf.select(cfg, "ablate.mode"),
         "ablate_when": OmegaConf.select(cfg, "ablate.when"),
@@ -388,6 +397,7 @@ def run_safely(cfg: DictConfig) -> RunRecord | lifecycle.JobFailed:
     previous_handlers = ending.install_signal_handlers()
     state, recorded = None, False
     try:
+        settle_finetune(cfg)  # before the folder's identity is compared and the config recorded
         if rank0:
             folder.lock()
         state = folder.check(cfg, resuming=bool(cfg.get("resume")), in_sweep=lifecycle.in_multirun())

@@ -83,3 +83,20 @@ def test_a_checkpoint_is_not_evaluated_on_a_data_set_of_other_classes(tmp_path, 
 
     code, same = run_experiment(*RESNET_SMOKE, "logger=csv", "train=false", f"ckpt_path={best}")  # its own data
     assert code == 0 and (same / "metrics.json").is_file()
+
+
+def test_an_evaluated_checkpoint_is_recorded_as_it_was_trained(tmp_path, run_experiment):
+    """train=false ckpt_path= builds the model as its checkpoint was trained (finetune=full here), whatever
+    the task's default (head): config.yaml, the config the loggers keep, says the same, not `finetune: head`."""
+    import yaml
+    from smoke import RESNET_SMOKE
+
+    code, run = run_experiment(*RESNET_SMOKE, "logger=csv", "finetune=full")
+    assert code == 0
+    best = run / json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    code, evaluated = run_experiment(*RESNET_SMOKE, "logger=csv", "train=false", f"ckpt_path={best}")
+    assert code == 0
+    assert yaml.safe_load((evaluated / "config.yaml").read_text())["finetune"] == "full"
+    assert yaml.safe_load((evaluated / ".hydra" / "config.yaml").read_text())["finetune"] == "full"
+    hparams = yaml.safe_load((evaluated / "csv" / "hparams.yaml").read_text())
+    assert hparams["finetune"] == "full" and hparams["train"] is False  # what W&B and TensorBoard get too

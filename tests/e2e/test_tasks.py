@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from configured import configured
 from formats import write_image_folder
 from smoke import RESNET_SMOKE
@@ -227,6 +228,9 @@ def evaluates_back(run_experiment, run: Path, result: dict) -> None:
     assert evaluated["optimized_metric"] == metric  # the run's own headline (a trained ViT's: test/acc)
     assert evaluated["metrics"][metric] == pytest.approx(result["metrics"][metric], abs=1e-6), metric
     assert evaluated["model_info"]["finetune"] == result["model_info"]["finetune"]
+    # the evaluation's recorded config says what the model was built as, not the task's default
+    recorded = yaml.safe_load((again / "config.yaml").read_text())
+    assert recorded["finetune"] == result["model_info"]["finetune"] and recorded["train"] is False
 
 
 CLIP_TINY_TRAINING = (  # the preset, shrunk: 2 epochs of 4 steps on synthetic FashionMNIST, analyses on 64 test images
@@ -763,9 +767,10 @@ def test_tensorboard_and_many_loggers_get_scalars_and_figures(tmp_path, run_expe
 
 
 def _finetune(cfg):
-    """The finetune mode the run hands the model (experiments.run.model_arguments)."""
-    from experiments.run import model_arguments
+    """The finetune mode the run hands the model (experiments.run.model_arguments, once settled)."""
+    from experiments.run import model_arguments, settle_finetune
 
+    settle_finetune(cfg)
     return model_arguments(cfg, None)["finetune"]
 
 
