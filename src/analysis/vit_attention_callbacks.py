@@ -18,7 +18,7 @@ from . import attention as A
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData
 from .evidence import describe_run, log_figure, log_numbers, log_table
-from .vit_steps import Quota, StepAnalysis, image_names
+from .vit_steps import Quota, StepAnalysis, check_overlay, image_names
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,7 @@ class AttentionMaps(StepAnalysis):
         bad = [f for f in head_fusions if f not in A.HEAD_FUSIONS]
         if bad:
             raise ValueError(f"callbacks.attention_maps.head_fusions: {bad} not in {list(A.HEAD_FUSIONS)}")
-        if not 0 <= alpha <= 1:
-            raise ValueError(f"callbacks.attention_maps.alpha must lie in [0, 1], got {alpha}")
-        import matplotlib
-
-        if colormap not in matplotlib.colormaps:
-            raise ValueError(f"callbacks.attention_maps.colormap={colormap!r} is not a matplotlib colormap")
+        check_overlay(colormap, alpha, "callbacks.attention_maps")
         self.num_images, self.head_fusions, self.colormap, self.alpha = num_images, list(head_fusions), colormap, alpha
         self.max_images = max_images
 

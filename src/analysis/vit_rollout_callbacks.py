@@ -16,7 +16,7 @@ from . import attention as A
 from . import figures
 from .contracts import AttentionInspectable, AttentionStep, EvaluationData
 from .evidence import describe_run, log_figure, log_numbers
-from .vit_steps import Quota, StepAnalysis, check_rollout_settings, image_names, rollout_maps
+from .vit_steps import Quota, StepAnalysis, check_overlay, check_rollout_settings, image_names, rollout_maps
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class AttentionRollout(StepAnalysis):
         max_images: int | None,
     ):
         check_rollout_settings(head_fusion, discard_ratio, "callbacks.attention_rollout")
+        check_overlay(colormap, alpha, "callbacks.attention_rollout")
         self.head_fusion, self.discard_ratio, self.gradient, self.target_class = (
             head_fusion,
             discard_ratio,

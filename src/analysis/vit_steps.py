@@ -40,6 +40,16 @@ def check_rollout_settings(head_fusion: str, discard_ratio: float, key: str) -> 
         raise ValueError(f"{key}.discard_ratio must lie in [0, 1), got {discard_ratio}")
 
 
+def check_overlay(colormap: str, alpha: float, key: str) -> None:
+    """A heat map drawn over an image: a matplotlib colormap, an opacity in [0, 1]."""
+    import matplotlib
+
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"{key}.alpha must lie in [0, 1], got {alpha!r}")
+    if colormap not in matplotlib.colormaps:
+        raise ValueError(f"{key}.colormap={colormap!r} is not a matplotlib colormap (e.g. inferno, jet, viridis)")
+
+
 def rollout_maps(outputs: AttentionStep, head_fusion: str, discard_ratio: float) -> torch.Tensor:
     """(B, side, side) rollout maps of a test batch, computed once per setting and kept in the
     batch's `rollouts` cache, which every callback of that batch shares (rollout figures, masking order)."""

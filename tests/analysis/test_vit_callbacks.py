@@ -105,6 +105,18 @@ def test_masking_refuses_bad_settings():
         configured("task=vit", "callbacks.patch_masking", head_fusion="median")  # the saliency masks' rollout
 
 
+@pytest.mark.parametrize("key", ["callbacks.attention_maps", "callbacks.attention_rollout"])
+def test_overlays_refuse_a_bad_colormap_or_opacity(key):
+    """Both heat-map overlays check their colour map and opacity when built, not when the first figure is
+    drawn after the test pass (the rollout's used to fail there, minutes into a run)."""
+    with pytest.raises(ValueError, match=rf"{key}.colormap='rainbowz' is not a matplotlib colormap"):
+        configured("task=vit", key, colormap="rainbowz")
+    for alpha in (1.5, -0.1, "half"):
+        with pytest.raises(ValueError, match=rf"{key}.alpha must lie in \[0, 1\], got"):
+            configured("task=vit", key, alpha=alpha)
+    assert configured("task=vit", key, colormap="viridis", alpha=1.0).alpha == 1.0
+
+
 def test_attention_statistics_over_images(tmp_path):
     """Uniform CLS rows: entropy log(16) in every head; heads with the same map correlate 1."""
     model, trainer = TopLeftModel(), trainer_stub(tmp_path)
