@@ -79,9 +79,11 @@ def _best(checkpoint, monitor: str, current):
     if checkpoint is None or getattr(checkpoint, "monitor", None) != monitor:
         return None
     value = float(current)
-    if checkpoint.best_model_score is None:
+    # no best yet; or only NaN validations so far, which Lightning's ModelCheckpoint keeps as the worst
+    # value there is (inf when mode=min, -inf when max): not a best to show
+    best = None if checkpoint.best_model_score is None else float(checkpoint.best_model_score)
+    if best is None or math.isinf(best):
         return None if math.isnan(value) else value
-    best = float(checkpoint.best_model_score)
     if math.isnan(value):
         return best
     return min(best, value) if checkpoint.mode == "min" else max(best, value)

@@ -3,9 +3,15 @@ monitored metric and the best value so far, this epoch's included."""
 
 from __future__ import annotations
 
+import math
 import re
 
+import pytest
+import torch
 from inprocess import run_experiment
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from experiments.progress import _best
 
 
 def test_each_epochs_line_shows_the_best_monitor_value_so_far_this_epoch_included(tmp_path, capfd):
@@ -38,3 +44,19 @@ def test_each_epochs_line_shows_the_best_monitor_value_so_far_this_epoch_include
     assert bests == [min(values[: i + 1]) for i in range(len(values))], (values, bests)
     # the case that tells a stale best from a right one: an epoch that improved on every epoch before it
     assert any(values[i] < min(values[:i]) for i in range(1, len(values))), values
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_the_best_is_not_shown_as_infinite_after_nan_validations(tmp_path, mode):
+    """Lightning's ModelCheckpoint keeps a NaN validation as the worst value there is (inf or -inf): the bar
+    shows no best until a real value comes, then that value (it showed best=inf, then the real one)."""
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss", mode=mode, save_top_k=1)
+    nan, value = torch.tensor(float("nan")), torch.tensor(0.5)
+    assert _best(checkpoint, "val/loss", nan) is None  # no validation taken in yet
+    checkpoint.best_model_score = torch.tensor(math.inf if mode == "min" else -math.inf)  # what a NaN left
+    assert _best(checkpoint, "val/loss", nan) is None
+    assert _best(checkpoint, "val/loss", value) == 0.5
+    checkpoint.best_model_score = torch.tensor(0.25)
+    assert _best(checkpoint, "val/loss", nan) == 0.25
+    assert _best(checkpoint, "val/loss", value) == (0.25 if mode == "min" else 0.5)
+    assert _best(checkpoint, "val/other", value) is None  # another metric picks the checkpoint
