@@ -91,6 +91,16 @@ def _legend_below(ax, ncol: int = 2) -> None:
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, frameon=False)
 
 
+def trained_on(report: dict) -> str:
+    """What the report's runs trained on, from the report: `FashionMNIST (55,000 train, ...), 3 epochs a run`."""
+    data = report["data"]
+    name = data.split(",")[0] + (f" {data[data.rfind('(') :]}" if "(" in data else "")
+    runs = report["temperature_sweep"]["runs"]
+    epochs = sorted({report["preset"]["epochs"], *(len(r["gap_by_epoch"]) for r in runs)})
+    each = f"{epochs[0]} epochs a run" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} epochs"
+    return f"{name}, {each}"
+
+
 def sweep_figure(report: dict) -> plt.Figure:
     """Gap, zero-shot accuracy and separability against the fixed temperature, the preset (temperature
     learned from 0.07) beside them, and what Liang et al. 2022 report."""
@@ -127,10 +137,7 @@ def sweep_figure(report: dict) -> plt.Figure:
     ax2.set_ylim(0, 1.02)
     _legend_below(ax2)
     ax2.set_title("zero-shot top-1 and modality separability after training", fontsize=10)
-    fig.suptitle(
-        f"{model}, trained here from scratch on FashionMNIST (55,000 train images, 10,000 test), 3 epochs a run",
-        fontsize=9,
-    )
+    fig.suptitle(f"{model}, trained here from scratch on {trained_on(report)}", fontsize=9)
     fig.tight_layout()
     return fig
 

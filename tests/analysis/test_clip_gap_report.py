@@ -47,6 +47,12 @@ def test_the_sweep_figure_plots_the_reports_gaps_against_the_temperature(script,
     assert list(after.get_ydata()) == [r["gap_after"] for r in rows]
     assert f"{rows[0]['gap_after']:.3f} at {rows[0]['temperature']:g}" in fig.axes[0].get_title()
     plt.close(fig)
+    # what the runs trained on and for how long, read from the report (it was fixed text)
+    assert fig._suptitle.get_text().endswith("FashionMNIST (55,000 train, 5,000 val, 10,000 test), 3 epochs a run")
+    longer = {**report, "preset": {**report["preset"], "epochs": 5}}
+    fig = script.sweep_figure(longer)
+    assert fig._suptitle.get_text().endswith("10,000 test), 3-5 epochs")
+    plt.close(fig)
 
 
 def test_the_control_figure_puts_the_trained_gaps_in_its_titles(script, report):
