@@ -367,6 +367,8 @@ def lost_rank(e: BaseException) -> str | None:
         ):
             first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
             said = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # without the source file's path
+            if "pair closure" in said:  # gloo's words for a collective after one that timed out
+                said += ": a collective got no answer within trainer.strategy.timeout"
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
     return said
 

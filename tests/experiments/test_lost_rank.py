@@ -53,7 +53,10 @@ def _rank(rank: int, port: int, peer: str, results) -> None:
         ("dies", "by peer"),
         ("hangs", "Timed out waiting 3000ms"),
         ("dies, then the exit checkpoint fails", "by peer"),
-        ("hangs, and a later collective is what fails", "Application timeout caused pair closure"),
+        (
+            "hangs, and a later collective is what fails",
+            "Application timeout caused pair closure: a collective got no answer within trainer.strategy.timeout",
+        ),
     ],
 )
 def test_a_collective_that_lost_its_peer_is_named_in_one_line(peer, said):
