@@ -341,6 +341,10 @@ def signal_exit_code(code: int, rank0: bool) -> int:
     return code
 
 
+PAIR_CLOSED = "Application timeout caused pair closure"  # gloo, to every use of a pair after a timeout on it
+PEER_LOST = ("gloo/transport", "Connection closed by peer", PAIR_CLOSED, "ProcessGroupNCCL", "NCCL error")
+
+
 def lost_rank(e: BaseException) -> str | None:
     """If `e`, or an exception it was raised while handling, is a collective that failed because
     another rank of this run is gone or hung (its process killed, its node lost, or no answer within
@@ -355,21 +359,12 @@ def lost_rank(e: BaseException) -> str | None:
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         text = str(e)
-        if isinstance(e, dist.DistError) or any(
-            k in text
-            for k in (
-                "gloo/transport",
-                "Connection closed by peer",
-                "Application timeout caused pair closure",  # gloo, to every later use of a timed-out pair
-                "ProcessGroupNCCL",
-                "NCCL error",
-            )
-        ):
+        if isinstance(e, dist.DistError) or any(k in text for k in PEER_LOST):
             first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
             said = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # without the source file's path
-            if "pair closure" in said:  # gloo's words for a collective after one that timed out
-                said += ": a collective got no answer within trainer.strategy.timeout"
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    if said is not None and PAIR_CLOSED in said:  # on its own it does not say that a rank hung, nor the key
+        said += ": a collective got no answer within trainer.strategy.timeout"
     return said
 
 
