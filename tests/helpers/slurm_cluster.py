@@ -6,11 +6,13 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from cli import cli_command
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
@@ -108,9 +110,17 @@ class Case:
         self.started = time.time()
         return self
 
-    def wait(self) -> Case:
+    def wait(self, wait_s: float = WAIT_S) -> Case:
+        """The launching command's end, within `wait_s` of its start. A case that runs out of time
+        fails with what its processes were doing (`hang_report`); its jobs are cancelled and its
+        command killed first, so that they do not hold the cluster for the next case."""
         if self.rc is None:
-            self.rc = self.proc.wait(timeout=max(1, WAIT_S - (time.time() - self.started)))
+            try:
+                self.rc = self.proc.wait(timeout=max(1, wait_s - (time.time() - self.started)))
+            except subprocess.TimeoutExpired:
+                report = self.hang_report()
+                self.cancel()
+                pytest.fail(f"{self.name}: the command did not end within {wait_s:.0f} s\n{report}", pytrace=False)
             self.wall_s = time.time() - self.started
             self.out.close(), self.err.close()
             self.stdout = (self.tmp / "stdout.txt").read_text()
@@ -137,6 +147,35 @@ class Case:
 
     def job(self, n: int = 0) -> Path:
         return self.sweep / str(n)
+
+    def job_ids(self) -> list[str]:
+        """The SLURM ids of this case's jobs so far (submitit's folders: `<job>` or `<array>_<task>`)."""
+        return sorted({p.name for p in self.tmp.glob("logs/*/multiruns/*/.submitit/*") if p.is_dir()})
+
+    def cancel(self) -> None:
+        """Cancel this case's jobs and kill its launching command."""
+        for job in {j.split("_")[0] for j in self.job_ids()}:
+            subprocess.run(["scancel", job], env={**os.environ, "SLURM_CONF": str(SLURM_CONF)}, timeout=60)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=60)
+
+    def hang_report(self) -> str:
+        """For a case that did not end: its jobs as slurmctld holds them, the launching command's
+        output, the jobs' logs (`evidence`), and every process of its jobs with its Python stack."""
+        parts = [f"--- the launching command's stdout:\n{(self.tmp / 'stdout.txt').read_text()[-3000:]}"]
+        parts.append(f"--- its stderr:\n{(self.tmp / 'stderr.txt').read_text()[-3000:]}")
+        for job in self.job_ids():
+            try:
+                parts.append(f"--- scontrol show job {job}: {job_record(job)}")
+            except (subprocess.SubprocessError, IndexError) as e:
+                parts.append(f"--- scontrol show job {job}: {e}")
+        try:
+            parts.append(self.evidence())
+        except Exception as e:  # noqa: BLE001 - the report goes on without it
+            parts.append(f"--- evidence: {type(e).__name__}: {e}")
+        parts.append(python_stacks([job.split("_")[0] for job in self.job_ids()], self.proc.pid))
+        return "\n".join(parts)
 
     def evidence(self, n: int = 0, chars: int = 4000) -> str:
         """What job n left, for a failure message: its FAILED/REQUEUED notes, every attempt's
@@ -184,3 +223,35 @@ def task_pids(job: str, rank: int) -> list[int]:
         ):
             pids.append(int(environ.parent.name))
     return pids
+
+
+def python_stacks(jobs: list[str], launcher: int | None = None) -> str:
+    """Every process of SLURM jobs `jobs` (by SLURM_JOB_ID or SLURM_ARRAY_JOB_ID in its environment;
+    both nodes are this machine) and the launching command: its state, what it waits in, and its
+    Python threads' stacks (py-spy, where installed: the test extra has it)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    lines = []
+    for environ in sorted(Path("/proc").glob("[0-9]*/environ"), key=lambda p: int(p.parent.name)):
+        proc = environ.parent
+        try:
+            env = dict(
+                kv.split("=", 1) for kv in environ.read_bytes().decode(errors="replace").split("\0") if "=" in kv
+            )
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            status = dict(ln.split(":", 1) for ln in (proc / "status").read_text().splitlines() if ":" in ln)
+            wchan = (proc / "wchan").read_text()
+        except OSError:
+            continue
+        ours = int(proc.name) == launcher or {env.get("SLURM_JOB_ID"), env.get("SLURM_ARRAY_JOB_ID")} & set(jobs)
+        if not ours:
+            continue
+        rank = env.get("SLURM_PROCID", "-")
+        lines.append(f"--- pid {proc.name} (ppid {status['PPid'].strip()}, rank {rank}, {status['State'].strip()}, "
+                     f"waits in {wchan or '-'}): {cmdline[:300]}")  # fmt: skip
+        if "python" in cmdline and os.path.exists(spy):
+            try:
+                dump = subprocess.run([spy, "dump", "--pid", proc.name], capture_output=True, text=True, timeout=30)
+                lines.append((dump.stdout + dump.stderr).strip()[-4000:])
+            except subprocess.SubprocessError as e:
+                lines.append(f"py-spy: {e}")
+    return "\n".join(lines) if lines else "--- no process of the jobs is left"
