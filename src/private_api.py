@@ -23,6 +23,21 @@ def request_graceful_stop(trainer: Any) -> None:
     trainer._signal_connector.received_sigterm = True
 
 
+def take_back_sigterm(trainer: Any) -> None:
+    """Lightning: SIGTERM handled by the handler that was there before the trainer replaced it with
+    its own (restored by the trainer at teardown). Lightning's handler (`_sigterm_notifier_fn`) sets
+    the stop flag at whatever point the signal lands and, with several ranks, runs a broadcast inside
+    the handler: a rank the signal reaches between two of the others' collectives then waits in
+    collectives the others never join (seen: the two ranks deadlocked until the collective timeout).
+    Main thread only, as Python requires."""
+    import signal
+    import threading
+
+    original = trainer._signal_connector._original_handlers.get(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread() and callable(original):
+        signal.signal(signal.SIGTERM, original)
+
+
 def drop_wandb_init_argument(logger: Any, key: str) -> None:
     """Lightning's WandbLogger: remove one argument it passes to `wandb.init` (it passes
     `anonymous=None`, which wandb 0.31 warns about on every run)."""

@@ -34,6 +34,29 @@ def test_lightning_fit_loop_stops_on_that_flag():
     )
 
 
+def test_lightning_sigterm_handler_is_taken_back_to_the_one_it_replaced():
+    """The trainer keeps the handlers it replaced (and restores them at teardown): SIGTERM goes back
+    to the run's own, away from Lightning's, which broadcasts inside the handler."""
+    import signal
+
+    from lightning.pytorch import Trainer
+
+    def ours(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        trainer._signal_connector.register_signal_handlers()
+        assert signal.getsignal(signal.SIGTERM) is not ours, "Lightning no longer installs its SIGTERM handler"
+        private_api.take_back_sigterm(trainer)
+        assert signal.getsignal(signal.SIGTERM) is ours
+        trainer._signal_connector.teardown()
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_wandb_logger_init_arguments_and_prefix(tmp_path):
     from lightning.pytorch.loggers import WandbLogger
 

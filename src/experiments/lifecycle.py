@@ -38,7 +38,7 @@ from typing import Any, Literal, NoReturn
 import yaml
 
 from experiments.run_folder import IDENTITY_OVERRIDES, note_refusal, override_root
-from private_api import request_graceful_stop
+from private_api import request_graceful_stop, take_back_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ class RunEnding:
     requeue: Any = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
     requeued: bool = False  # SLURM continues this run in a new attempt: later signals may not cut the close short
     closing: bool = False  # a lost rank is being recorded: srun's SIGTERM to the step may not cut FAILED short
+    stop_wanted: bool = (
+        False  # a signal asked a fit of several ranks to stop: every rank stops at one step (stop_together)
+    )
     not_requeued: str = ""  # why submitit did not requeue (e.g. timed out too many times)
     requeue_exit: int | None = None  # the exit code submitit's requeue asks for (its local executor's), if any
 
@@ -117,9 +120,15 @@ class RunEnding:
         first = self.signum is None
         self.signum = self.signum or signum
         if first and self.fitting and self.trainer is not None:
-            # Lightning's own flag: the current step ends, the checkpoint callbacks' on_exception
-            # writes last.ckpt, and fit raises SIGTERMException (what it does for SIGTERM by itself).
-            request_graceful_stop(self.trainer)
+            if self.trainer.world_size > 1:
+                # Lightning reads its stop flag at several points of a step and of validation: set here,
+                # where the signal lands, one rank can stop at a point the others pass, and wait in a
+                # collective they never join. stop_together sets it on every rank at the same step.
+                self.stop_wanted = True
+            else:
+                # Lightning's own flag: the current step ends, the checkpoint callbacks' on_exception
+                # writes last.ckpt, and fit raises SIGTERMException (what it does for SIGTERM by itself).
+                request_graceful_stop(self.trainer)
             name = signal.Signals(signum).name
             os.write(2, f"{name} received: stopping after this step (send it again to stop at once)\n".encode())
             return
@@ -135,6 +144,8 @@ class RunEnding:
         finally:
             self.fitting = False
         self.testing = False
+        if self.stop_wanted:  # the signal came after the last step every rank shared: the run stops here
+            raise Killed(self.signum or signal.SIGTERM)
 
     # -- what FAILED and REQUEUED say -------------------------------------------------------------
 
@@ -251,18 +262,39 @@ class RunEnding:
         return True
 
 
-def stop_together():
-    """A callback: a stop that reached some ranks only, or at different steps (a signal srun or a
-    node delivered late), stops every rank after the same step. Without it, the ranks that stop
-    write their checkpoint while the others wait in the next step's collective: a hang until the
-    collective timeout (seen on the two-node test cluster). One boolean all-reduce a step."""
+def stop_together(ending: RunEnding):
+    """A callback: a stop that reached some ranks only, or at different points (a signal srun or a
+    node delivered late, or that landed between two collectives), stops every rank after the same
+    training step or validation batch. A signal only wants the stop (`RunEnding.stop_wanted`); here,
+    where every rank is, one boolean all-reduce decides it and Lightning's stop flag is set on all
+    of them at once. Without it, a rank that stops writes its checkpoint while the others wait in
+    their next collective: a hang until the collective timeout (seen on the two-node test cluster).
+    Lightning's own SIGTERM handler, which sets its flag where the signal lands, is taken out
+    (`take_back_sigterm`) while the trainer runs: the run's handler has SIGTERM."""
     from lightning.pytorch.callbacks import Callback
 
     class StopTogether(Callback):
+        def on_sanity_check_start(self, trainer, *args) -> None:
+            take_back_sigterm(trainer)  # the trainer installed its handlers just before
+
+        def on_train_start(self, trainer, *args) -> None:
+            take_back_sigterm(trainer)
+
+        def on_test_start(self, trainer, *args) -> None:
+            take_back_sigterm(trainer)
+
         def on_train_batch_end(self, trainer, *args) -> None:
-            if trainer.world_size < 2:
+            self.decide(trainer)
+
+        def on_validation_batch_end(self, trainer, *args) -> None:
+            if not trainer.sanity_checking:  # a stop in validation: at the same batch on every rank
+                self.decide(trainer)
+
+        @staticmethod
+        def decide(trainer) -> None:
+            if trainer.world_size < 2:  # the same on every rank: each rank joins every all-reduce
                 return
-            if trainer.strategy.reduce_boolean_decision(bool(trainer.received_sigterm), all=False):
+            if trainer.strategy.reduce_boolean_decision(ending.stop_wanted, all=False):
                 request_graceful_stop(trainer)
 
     return StopTogether()

@@ -177,9 +177,10 @@ class Parts:
     history: RunHistory
 
 
-def build_parts(cfg: DictConfig) -> Parts:
-    """Data (read now: a missing file fails in seconds), model, callbacks, and the contracts
-    between them checked before anything trains."""
+def build_parts(cfg: DictConfig, ending: lifecycle.RunEnding) -> Parts:
+    """Data (read now: a missing file fails in seconds), model, callbacks (with one that stops every
+    rank at the same step when a signal asks the run to stop), and the contracts between them
+    checked before anything trains."""
     what = [(c or {}).get("_target_") for c in (cfg.get("data"), cfg.get("model"))]
     log.info("reading the data (%s) and building the model (%s)", *what)
     datamodule = build(cfg.get("data"), "data")
@@ -193,7 +194,12 @@ def build_parts(cfg: DictConfig) -> Parts:
         name: build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
     }
     history = RunHistory()
-    callbacks = [*named.values(), history, lifecycle.stop_together(), *search_callbacks(cfg)]  # a search's: pruning
+    callbacks = [
+        *named.values(),
+        history,
+        lifecycle.stop_together(ending),
+        *search_callbacks(cfg),
+    ]  # a search's: pruning
     problems = [p for name, cb in named.items() for p in missing_capabilities(name, cb, model, datamodule)]
     if problems:  # a callback this model or data cannot serve: say so now, not after training
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
@@ -300,7 +306,7 @@ def run(cfg: DictConfig, ending: lifecycle.RunEnding) -> RunRecord:
     start = time.time()
     out = prepare(cfg)
     heartbeat.phase("reading the data and building the model")
-    parts = build_parts(cfg)
+    parts = build_parts(cfg, ending)
     start_from = starting_point(cfg, out, parts)
     trainer, loggers = build_trainer(cfg, parts)
     metrics: dict[str, float] = fit(trainer, parts, start_from, ending) if cfg.train else {}

@@ -151,6 +151,36 @@ def test_sigterm_stops_with_a_checkpoint_and_resume_continues_in_place(tmp_path)
     assert f"run folder: {run}" in resumed.stdout
 
 
+@pytest.mark.slow  # two torchrun processes, twice (~30 s each): in .ci/run's slow line
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_signal_reaching_one_rank_between_collectives_stops_every_rank_at_one_step(tmp_path, rank):
+    """SIGTERM on one rank of two, after the first epoch's validation (where a preempted two-node job
+    hung in CI): both ranks stop after the same step, with its checkpoint, within seconds. Before,
+    the signalled rank stopped at the end of its epoch and the other went on into the next; each
+    waited in a collective the other never joined until the collective timeout, and FAILED said
+    "lost another rank ... Timed out"."""
+    import torch
+
+    cmd = cli_command(
+        tmp_path, "task=vae", "data.synthetic=true", "data.synthetic_size=400", "data.batch_size=16",
+        "trainer.max_epochs=3", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+        "trainer.precision=32-true", "trainer.sync_batchnorm=false", "logger=csv",
+        "trainer.strategy.timeout.seconds=120",  # a hang fails the test in minutes, not the default 30
+        "+callbacks.signal_one_rank._target_=signals.SignalOneRank", f"+callbacks.signal_one_rank.rank={rank}",
+    )  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*torchrun, *cmd[1:]], cwd=tmp_path, env=helpers_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode != 0
+    (run,) = tmp_path.glob("logs/vae/runs/*")
+    first = (run / "FAILED").read_text().splitlines()[0]
+    assert first.startswith("killed by SIGTERM in epoch 2, step "), proc.stderr[-3000:]
+    stopped_at = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    assert f"step {stopped_at};" in first  # the checkpoint is the step FAILED names
+    assert proc.stderr.count(first) == 2  # each rank says it stopped there: the same step on both
+
+
 @pytest.mark.slow  # two full CLI runs; the same in-process: tests/e2e/test_resume.py
 def test_sigint_exits_130_and_a_job_relaunched_into_its_folder_resumes_by_itself(tmp_path):
     code, run, text = start_and_stop(tmp_path, signal.SIGINT, "logger=csv")

@@ -39,3 +39,18 @@ class Crash(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.at_step:
             raise RuntimeError(f"crash at step {trainer.global_step}")
+
+
+class SignalOneRank(Callback):
+    """One rank of a run of several sends itself `signum` at the end of the first epoch's validation
+    (its checkpoints written, the next collectives not begun): a scheduler's signal that lands on one
+    rank at a point the other ranks have already passed, or reaches them later."""
+
+    def __init__(self, rank: int, signum: int = 15):
+        self.rank, self.signum, self.sent = rank, signum, False
+
+    def on_validation_end(self, trainer, pl_module):
+        if self.sent or trainer.sanity_checking or trainer.global_rank != self.rank or trainer.current_epoch != 0:
+            return
+        self.sent = True
+        os.kill(os.getpid(), self.signum)  # its handler runs before this rank's next line
