@@ -80,9 +80,7 @@ class RunEnding:
     requeue: Any = None  # submitit's handler of its requeue signal (USR2), called once the step in progress ended
     requeued: bool = False  # SLURM continues this run in a new attempt: later signals may not cut the close short
     closing: bool = False  # a lost rank is being recorded: srun's SIGTERM to the step may not cut FAILED short
-    stop_wanted: bool = (
-        False  # a signal asked a fit of several ranks to stop: every rank stops at one step (stop_together)
-    )
+    stop_wanted: bool = False  # a signal asked a fit of several ranks to stop: stop_together stops them at one step
     not_requeued: str = ""  # why submitit did not requeue (e.g. timed out too many times)
     requeue_exit: int | None = None  # the exit code submitit's requeue asks for (its local executor's), if any
 

@@ -194,12 +194,8 @@ def build_parts(cfg: DictConfig, ending: lifecycle.RunEnding) -> Parts:
         name: build(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c
     }
     history = RunHistory()
-    callbacks = [
-        *named.values(),
-        history,
-        lifecycle.stop_together(ending),
-        *search_callbacks(cfg),
-    ]  # a search's: pruning
+    # the task's, the run's own, then a search's (pruning)
+    callbacks = [*named.values(), history, lifecycle.stop_together(ending), *search_callbacks(cfg)]
     problems = [p for name, cb in named.items() for p in missing_capabilities(name, cb, model, datamodule)]
     if problems:  # a callback this model or data cannot serve: say so now, not after training
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
