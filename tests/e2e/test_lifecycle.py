@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -100,10 +101,10 @@ def stopped_honestly(run: Path, code: int, text: str, sig: signal.Signals) -> st
     resume command, a checkpoint and no metrics.json. Returns that first line."""
     assert code == 128 + sig, text[-3000:]
     failed = (run / "FAILED").read_text().splitlines()[0]
-    assert (
-        failed.startswith(f"killed by {sig.name} in epoch ")
-        and f"resume with: python -m experiments resume={run}" in failed
-    )
+    # "in epoch 2, step 27", or "after epoch 2, step 40" where the signal landed in an epoch's last step or
+    # validation (Lightning then stops at the epoch's end: CI saw it once when its cores were busy)
+    assert re.match(rf"killed by {sig.name} (in|after) epoch \d+, step \d+; ", failed), failed
+    assert f"resume with: python -m experiments resume={run}" in failed
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
     return failed
 
