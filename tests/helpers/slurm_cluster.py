@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,11 +170,12 @@ class Case:
                 parts.append(f"--- scontrol show job {job}: {job_record(job)}")
             except (subprocess.SubprocessError, IndexError) as e:
                 parts.append(f"--- scontrol show job {job}: {e}")
+        # the stacks before the logs: `evidence` reads sacct, which waits up to 2 minutes for running jobs
+        parts.append(python_stacks([job.split("_")[0] for job in self.job_ids()], self.proc.pid))
         try:
             parts.append(self.evidence())
         except Exception as e:  # noqa: BLE001 - the report goes on without it
             parts.append(f"--- evidence: {type(e).__name__}: {e}")
-        parts.append(python_stacks([job.split("_")[0] for job in self.job_ids()], self.proc.pid))
         return "\n".join(parts)
 
     def evidence(self, n: int = 0, chars: int = 4000) -> str:
@@ -204,53 +205,50 @@ def interrupt_when_training(case: Case, command: list[str] | Callable[[str], obj
         time.sleep(0.5)
 
 
-def task_pids(job: str, rank: int) -> list[int]:
-    """The processes of task `rank` (SLURM_PROCID) of job `job`'s running step: the run itself and
-    its data-loader workers, found by their environment (both nodes are this machine)."""
-    pids = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
+def processes() -> Iterator[tuple[int, dict[str, str], str]]:
+    """(pid, environment, command line) of every process this user may read, in pid order; one that
+    ends meanwhile is skipped. Both test nodes are this machine: a job's tasks are found here."""
+    for environ in sorted(Path("/proc").glob("[0-9]*/environ"), key=lambda p: int(p.parent.name)):
         try:
-            cmdline = (environ.parent / "cmdline").read_bytes()
-            env = dict(
-                kv.split("=", 1) for kv in environ.read_bytes().decode(errors="replace").split("\0") if "=" in kv
-            )
+            cmdline = (environ.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            raw = environ.read_bytes().decode(errors="replace")
         except OSError:
             continue  # ended meanwhile, or not ours to read
-        if (
-            b"submitit.core._submit" in cmdline
-            and env.get("SLURM_JOB_ID") == job
-            and env.get("SLURM_PROCID") == str(rank)
-        ):
-            pids.append(int(environ.parent.name))
-    return pids
+        yield int(environ.parent.name), dict(kv.split("=", 1) for kv in raw.split("\0") if "=" in kv), cmdline
+
+
+def task_pids(job: str, rank: int) -> list[int]:
+    """The processes of task `rank` (SLURM_PROCID) of job `job`'s running step: the run itself and
+    its data-loader workers, found by their environment."""
+    return [
+        pid
+        for pid, env, cmdline in processes()
+        if "submitit.core._submit" in cmdline
+        and env.get("SLURM_JOB_ID") == job
+        and env.get("SLURM_PROCID") == str(rank)
+    ]
 
 
 def python_stacks(jobs: list[str], launcher: int | None = None) -> str:
-    """Every process of SLURM jobs `jobs` (by SLURM_JOB_ID or SLURM_ARRAY_JOB_ID in its environment;
-    both nodes are this machine) and the launching command: its state, what it waits in, and its
-    Python threads' stacks (py-spy, where installed: the test extra has it)."""
+    """Every process of SLURM jobs `jobs` (by SLURM_JOB_ID or SLURM_ARRAY_JOB_ID in its environment)
+    and the launching command: its state, what it waits in, and its Python threads' stacks (py-spy,
+    where installed: the test extra has it)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     lines = []
-    for environ in sorted(Path("/proc").glob("[0-9]*/environ"), key=lambda p: int(p.parent.name)):
-        proc = environ.parent
+    for pid, env, cmdline in processes():
+        if pid != launcher and not {env.get("SLURM_JOB_ID"), env.get("SLURM_ARRAY_JOB_ID")} & set(jobs):
+            continue
         try:
-            env = dict(
-                kv.split("=", 1) for kv in environ.read_bytes().decode(errors="replace").split("\0") if "=" in kv
-            )
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            status = dict(ln.split(":", 1) for ln in (proc / "status").read_text().splitlines() if ":" in ln)
-            wchan = (proc / "wchan").read_text()
+            status = dict(ln.split(":", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in ln)
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
         except OSError:
             continue
-        ours = int(proc.name) == launcher or {env.get("SLURM_JOB_ID"), env.get("SLURM_ARRAY_JOB_ID")} & set(jobs)
-        if not ours:
-            continue
         rank = env.get("SLURM_PROCID", "-")
-        lines.append(f"--- pid {proc.name} (ppid {status['PPid'].strip()}, rank {rank}, {status['State'].strip()}, "
+        lines.append(f"--- pid {pid} (ppid {status['PPid'].strip()}, rank {rank}, {status['State'].strip()}, "
                      f"waits in {wchan or '-'}): {cmdline[:300]}")  # fmt: skip
         if "python" in cmdline and os.path.exists(spy):
             try:
-                dump = subprocess.run([spy, "dump", "--pid", proc.name], capture_output=True, text=True, timeout=30)
+                dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
                 lines.append((dump.stdout + dump.stderr).strip()[-4000:])
             except subprocess.SubprocessError as e:
                 lines.append(f"py-spy: {e}")
